@@ -1,0 +1,262 @@
+"""Drawing a signal leak ``L`` from a preset (DESIGN section 5).
+
+A :class:`LeakSampler` prepares a preset once for a target latent shape, device and dtype
+(resized maps, scaled LF statistics, covariance factors, conditional Gaussian for fixed
+channel means); each draw then costs one batch of CPU normals, one transfer and a few
+small matrix products. Randomness comes only from CPU ``torch.Generator`` objects seeded
+from the image seed mixed with a fixed salt, so a leak is identical on every device and
+independent of the WebUI's own noise for the same seed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .dct import lf_coefficients, lf_image, lowfreq_basis
+from .preset import Preset
+
+LF_MODES = ("sampled", "zero")
+# Mixed into every seed so the leak's normals differ from the WebUI's noise for that seed.
+LEAK_SEED_SALT = 0x5EED_51E1_EA4B_1A55
+_MASK64 = (1 << 64) - 1
+
+
+class IncompatiblePresetError(ValueError):
+    """The preset cannot serve this latent (for example another channel count)."""
+
+
+def leak_seed(seed: int) -> int:
+    """The generator seed for an image seed: splitmix64 of ``seed`` xor a fixed salt."""
+    x = (int(seed) ^ LEAK_SEED_SALT) & _MASK64
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return (x ^ (x >> 31)) & ((1 << 63) - 1)
+
+
+def slerp(t: float, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation from ``low`` (t=0) to ``high`` (t=1), as variation seeds use.
+
+    Falls back to linear interpolation when the two are nearly parallel.
+    """
+    lo = low.flatten().double()
+    hi = high.flatten().double()
+    dot = float(torch.dot(lo / lo.norm(), hi / hi.norm()).clamp(-1.0, 1.0))
+    if abs(dot) > 0.9995:
+        out = (1.0 - t) * lo + t * hi
+    else:
+        omega = math.acos(dot)
+        so = math.sin(omega)
+        out = (math.sin((1.0 - t) * omega) / so) * lo + (math.sin(t * omega) / so) * hi
+    return out.to(low.dtype).reshape(low.shape)
+
+
+def leak_normals(count: int, seed: int, subseed: int | None = None,
+                 subseed_strength: float = 0.0) -> torch.Tensor:
+    """``count`` standard normals (float32, CPU) for one image's leak.
+
+    With a variation seed and ``subseed_strength > 0`` the draws of both seeds are combined
+    by :func:`slerp`, so a small strength gives a small change.
+    """
+    gen = torch.Generator(device="cpu")
+    gen.manual_seed(leak_seed(seed))
+    xi = torch.randn(count, generator=gen, dtype=torch.float32)
+    if subseed is not None and subseed_strength > 0:
+        gen.manual_seed(leak_seed(subseed))
+        xi = slerp(float(subseed_strength), xi, torch.randn(count, generator=gen))
+    return xi
+
+
+def resize_map(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Resize a per-element map ``(C, h, w)``: bilinear when enlarging, area when shrinking.
+
+    The same size is returned unchanged (bit-exact with the fitted map).
+    """
+    h, w = x.shape[-2:]
+    if (h, w) == (height, width):
+        return x
+    y = x[None]
+    big = (max(h, height), max(w, width))
+    if big != (h, w):
+        y = F.interpolate(y, size=big, mode="bilinear", align_corners=False)
+    if big != (height, width):
+        y = F.interpolate(y, size=(height, width), mode="area")
+    return y[0]
+
+
+def _psd_factor(cov: torch.Tensor) -> torch.Tensor:
+    """A factor ``A`` with ``A A^T = cov`` that works for singular matrices (eigenvalues < 0
+    from round-off are clamped to 0)."""
+    if cov.numel() == 0:
+        return cov
+    evals, evecs = torch.linalg.eigh((cov + cov.T) / 2)
+    return evecs * evals.clamp(min=0).sqrt()
+
+
+def normalize_means(means: Mapping[int | str, float] | None, channels: int) -> dict[int, float]:
+    """Validate fixed channel means: integer channel keys in range, finite values."""
+    out: dict[int, float] = {}
+    for key, value in (means or {}).items():
+        try:
+            ch = int(key)
+        except (TypeError, ValueError):
+            raise ValueError(f"channel {key!r} is not an integer") from None
+        if isinstance(key, str) and not key.strip().isdigit():
+            raise ValueError(f"channel {key!r} is not a channel number")
+        if not 0 <= ch < channels:
+            raise ValueError(f"channel {ch} is out of range for a {channels}-channel latent")
+        val = float(value)
+        if not math.isfinite(val):
+            raise ValueError(f"mean for channel {ch} is not a finite number")
+        out[ch] = val
+    return out
+
+
+class LeakSampler:
+    """A preset (or manual mode, ``preset=None``) prepared for one latent shape and device.
+
+    ``shape`` is ``(C, H, W)``; ``means`` maps channel -> fixed spatial mean of the leak;
+    ``lf_mode`` is ``"sampled"`` or ``"zero"`` (only the high-frequency remainder is drawn).
+    """
+
+    def __init__(self, preset: Preset | None, shape: Sequence[int],
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                 lf_mode: str = "sampled", means: Mapping[int | str, float] | None = None
+                 ) -> None:
+        if lf_mode not in LF_MODES:
+            raise ValueError(f"LF mode must be one of {LF_MODES}, not {lf_mode!r}")
+        c, h, w = (int(s) for s in shape)
+        self.shape = (c, h, w)
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.preset = preset
+        self.lf_mode = lf_mode
+        self.means = normalize_means(means, c)
+        if preset is not None and preset.channels != c:
+            raise IncompatiblePresetError(
+                f"preset {preset.name or '(unsaved)'} has {preset.channels} latent channels; "
+                f"this model's latents have {c}")
+        put = {"device": self.device, "dtype": dtype}
+        self._fixed = torch.zeros(c, **put)
+        self._fixed_mask = torch.zeros(c, dtype=torch.bool, device=self.device)
+        for ch, val in self.means.items():
+            self._fixed[ch] = val
+            self._fixed_mask[ch] = True
+        if preset is None:
+            self.kind, self.draw_size = "manual", 0
+        elif preset.kind == "pixel":
+            self.kind = "pixel"
+            self._mean = resize_map(preset.tensors["mean"].double(), h, w).to(**put)
+            self._std = resize_map(preset.tensors["var"].double(), h, w).clamp(min=0).sqrt().to(
+                **put)
+            self.draw_size = c * h * w
+        else:
+            self.kind = "dct+pixel"
+            self._prepare_dct(preset, put)
+
+    def _prepare_dct(self, preset: Preset, put: dict) -> None:
+        c, h, w = self.shape
+        ph, pw = preset.latent_shape[1:]
+        coords = preset.coords
+        if any(u >= h or v >= w for u, v in coords):
+            raise IncompatiblePresetError(f"preset {preset.name} has LF pairs that do not fit "
+                                          f"a {h}x{w} latent")
+        n = len(coords)
+        # The same spatial pattern at the same amplitude needs coefficients scaled by
+        # sqrt(HW / hw) for the orthonormal DCT.
+        scale = math.sqrt((h * w) / (ph * pw))
+        mu = preset.tensors["lf_mean"].double() * scale
+        cov = preset.tensors["lf_cov"].double() * scale**2
+        fixed_idx = [coords.index((0, 0)) * c + ch for ch in sorted(self.means)]
+        fixed_val = torch.tensor([self.means[ch] * math.sqrt(h * w) for ch in sorted(self.means)],
+                                 dtype=torch.float64)
+        free_idx = [i for i in range(n * c) if i not in set(fixed_idx)]
+        self._fixed_idx = torch.tensor(fixed_idx, dtype=torch.long, device=self.device)
+        self._fixed_val = fixed_val.to(**put)
+        self._free_idx = torch.tensor(free_idx, dtype=torch.long, device=self.device)
+        if self.lf_mode == "sampled":
+            if fixed_idx:
+                # Conditional Gaussian of the free LF values given the fixed DC terms (Schur
+                # complement), with a pseudo-inverse so singular covariances work.
+                fi, ri = torch.tensor(fixed_idx), torch.tensor(free_idx, dtype=torch.long)
+                s_ff = cov[fi][:, fi]
+                s_rf = cov[ri][:, fi]
+                gain = s_rf @ torch.linalg.pinv(s_ff, hermitian=True)
+                cond_mu = mu[ri] + gain @ (fixed_val - mu[fi])
+                cond_cov = cov[ri][:, ri] - gain @ s_rf.T
+            else:
+                cond_mu, cond_cov = mu, cov
+            self._lf_mu = cond_mu.to(**put)
+            self._lf_factor = _psd_factor(cond_cov).to(**put)
+        self._n = n
+        self._basis = lowfreq_basis(coords, h, w, **put)
+        self._hf_mean = resize_map(preset.tensors["hf_mean"].double(), h, w).to(**put)
+        self._hf_std = resize_map(preset.tensors["hf_var"].double(), h, w).clamp(
+            min=0).sqrt().to(**put)
+        self.lf_draws = len(free_idx) if self.lf_mode == "sampled" else 0
+        self.draw_size = c * h * w + self.lf_draws
+
+    # --- drawing ------------------------------------------------------------------------
+    def normals(self, seeds: Sequence[int], subseeds: Sequence[int] | None = None,
+                subseed_strength: float = 0.0) -> torch.Tensor:
+        """The standard normals for each seed: ``(B, draw_size)`` float32 on the CPU."""
+        subs = list(subseeds) if subseeds is not None else [None] * len(seeds)
+        if len(subs) != len(seeds):
+            raise ValueError("need one variation seed per seed")
+        if self.draw_size == 0:
+            return torch.zeros(len(seeds), 0)
+        return torch.stack([leak_normals(self.draw_size, s, sub, subseed_strength)
+                            for s, sub in zip(seeds, subs, strict=True)])
+
+    def from_normals(self, xi: torch.Tensor) -> torch.Tensor:
+        """Turn normals ``(B, draw_size)`` into leaks ``(B, C, H, W)`` on the device."""
+        c, h, w = self.shape
+        b = xi.shape[0]
+        xi = xi.to(device=self.device, dtype=self.dtype)
+        if self.kind == "manual":
+            return self._fixed.view(1, c, 1, 1).expand(b, c, h, w).clone()
+        spatial = xi[:, :c * h * w].view(b, c, h, w)
+        if self.kind == "pixel":
+            leak = self._mean + self._std * spatial
+            if self.lf_mode == "zero":
+                leak = leak - leak.mean(dim=(-2, -1), keepdim=True)
+            if self.means:
+                shift = self._fixed - leak.mean(dim=(-2, -1))
+                leak = leak + torch.where(self._fixed_mask, shift, torch.zeros_like(shift))[
+                    ..., None, None]
+            return leak
+        # dct+pixel: the remainder has no LF content by construction; the per-element draw
+        # puts a little back, which is removed so fixed means and LF "zero" hold exactly.
+        hf = self._hf_mean + self._hf_std * spatial
+        hf = hf - lf_image(lf_coefficients(hf, self._basis), self._basis, h, w)
+        z = torch.zeros(b, self._n * c, device=self.device, dtype=self.dtype)
+        if self.lf_mode == "sampled":
+            z[:, self._free_idx] = self._lf_mu + xi[:, c * h * w:] @ self._lf_factor.T
+        if len(self._fixed_idx):
+            z[:, self._fixed_idx] = self._fixed_val
+        return hf + lf_image(z.view(b, self._n, c), self._basis, h, w)
+
+    def draw(self, seeds: Sequence[int], subseeds: Sequence[int] | None = None,
+             subseed_strength: float = 0.0) -> torch.Tensor:
+        """One independent leak per seed: ``(B, C, H, W)`` on the sampler's device and dtype."""
+        return self.from_normals(self.normals(seeds, subseeds, subseed_strength))
+
+    def draw_one(self, seed: int) -> torch.Tensor:
+        """The leak ``(C, H, W)`` for a single seed."""
+        return self.draw([seed])[0]
+
+    def lowfreq_projector(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The LF basis the img2img swap moves (DESIGN 7.3) and the channels it acts on.
+
+        ``dct+pixel``: the preset's LF set at this size, all channels. ``pixel``: the DC term
+        (channel means), all channels. Manual: the DC term of the fixed channels only.
+        """
+        c, h, w = self.shape
+        if self.kind == "dct+pixel":
+            return self._basis, None
+        dc = lowfreq_basis([(0, 0)], h, w, device=self.device, dtype=self.dtype)
+        return dc, (self._fixed_mask if self.kind == "manual" else None)
