@@ -1,0 +1,190 @@
+"""The user's leak settings, and every way they arrive: UI/API positional arguments, the API's
+dict form, infotext text, and the ``0:1.5,2:-0.5`` notation for fixed channel means.
+
+The positional order is the extension's UI order and the documented API order
+(:data:`ARG_NAMES`). Everything here is plain parsing, host-independent and tested on its own.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+from .sampling import LF_MODES
+
+MANUAL = "manual (no preset)"
+MAX_CHANNELS = 4  # UI controls exist for the 4 latent channels of SD 1.x/2.x/XL
+MEAN_RANGE = (-3.0, 3.0)
+STRENGTH_RANGE = (0.0, 2.0)
+ARG_NAMES: tuple[str, ...] = (
+    "enabled", "preset", "strength", "lf",
+    *(name for c in range(MAX_CHANNELS) for name in (f"fix_mean_{c}", f"mean_{c}")),
+    "seed",
+)
+DICT_KEYS = ("enabled", "preset", "strength", "lf", "means", "seed")
+
+
+class SettingsError(ValueError):
+    """Settings that cannot be used; the message says which and why."""
+
+
+def parse_means(text: str) -> dict[int, float]:
+    """``"0:1.5,2:-0.5"`` -> ``{0: 1.5, 2: -0.5}``; empty text gives ``{}``."""
+    out: dict[int, float] = {}
+    for part in str(text).split(","):
+        part = part.strip()
+        if not part:
+            continue
+        ch, sep, val = part.partition(":")
+        if not sep or not ch.strip().isdigit():
+            raise SettingsError(f"fixed means must look like '0:1.5,2:-0.5', got {text!r}")
+        try:
+            value = float(val)
+        except ValueError:
+            raise SettingsError(f"mean {val!r} for channel {ch.strip()} is not a number") from None
+        out[int(ch)] = value
+    return out
+
+
+def format_means(means: Mapping[int, float]) -> str:
+    """``{0: 1.5, 2: -0.5}`` -> ``"0:1.5,2:-0.5"`` (sorted, shortest exact float text)."""
+    return ",".join(f"{c}:{_fmt(v)}" for c, v in sorted(means.items()))
+
+
+def _fmt(value: float) -> str:
+    text = repr(float(value))
+    return text[:-2] if text.endswith(".0") else text
+
+
+@dataclass(frozen=True)
+class LeakSettings:
+    """What one generation asks for."""
+
+    enabled: bool = False
+    preset: str = MANUAL
+    strength: float = 1.0
+    lf: str = "sampled"
+    means: dict[int, float] = field(default_factory=dict)
+    seed: int = -1
+
+    def __post_init__(self) -> None:
+        if self.lf not in LF_MODES:
+            raise SettingsError(f"lf must be one of {LF_MODES}, not {self.lf!r}")
+        if not (math.isfinite(self.strength) and STRENGTH_RANGE[0] <= self.strength
+                <= STRENGTH_RANGE[1]):
+            raise SettingsError(f"strength must lie in {STRENGTH_RANGE[0]}..{STRENGTH_RANGE[1]},"
+                                f" got {self.strength}")
+        for ch, val in self.means.items():
+            if not 0 <= ch < MAX_CHANNELS:
+                raise SettingsError(f"channel {ch} has no mean control (0..{MAX_CHANNELS - 1})")
+            if not (math.isfinite(val) and MEAN_RANGE[0] <= val <= MEAN_RANGE[1]):
+                raise SettingsError(f"mean for channel {ch} must lie in {MEAN_RANGE[0]}.."
+                                    f"{MEAN_RANGE[1]}, got {val}")
+        if not isinstance(self.preset, str) or not self.preset:
+            raise SettingsError("preset must be a preset name or 'manual'")
+        if self.seed < -1:
+            raise SettingsError(f"leak seed must be -1 (use each image's seed) or >= 0, got "
+                                f"{self.seed}")
+
+    @property
+    def is_manual(self) -> bool:
+        return self.preset in (MANUAL, "manual", "")
+
+    def with_overrides(self, overrides: Mapping[str, object]) -> LeakSettings:
+        """A copy with some fields replaced (X/Y/Z cells); ``means`` entries merge."""
+        changes = dict(overrides)
+        if "means" in changes:
+            changes["means"] = {**self.means, **changes["means"]}  # type: ignore[dict-item]
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    def to_args(self) -> list[object]:
+        """The positional argument list (UI order)."""
+        args: list[object] = [self.enabled, self.preset, self.strength, self.lf]
+        for c in range(MAX_CHANNELS):
+            args += [c in self.means, self.means.get(c, 0.0)]
+        return [*args, self.seed]
+
+
+def _as_bool(value: object, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0"):
+        return value.strip().lower() in ("true", "1")
+    raise SettingsError(f"{name} must be true or false, got {value!r}")
+
+
+def _as_float(value: object, name: str) -> float:
+    if isinstance(value, bool):
+        raise SettingsError(f"{name} must be a number, got {value!r}")
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise SettingsError(f"{name} must be a number, got {value!r}") from None
+
+
+def _as_seed(value: object) -> int:
+    number = _as_float(value, "seed")
+    if not math.isfinite(number) or number != int(number):
+        raise SettingsError(f"seed must be an integer, got {value!r}")
+    return int(number)
+
+
+def _as_preset(value: object) -> str:
+    if value is None:
+        return MANUAL
+    if not isinstance(value, str):
+        raise SettingsError(f"preset must be a name (string), got {value!r}")
+    return MANUAL if value.strip().lower() in ("", "manual", MANUAL) else value
+
+
+def settings_from_dict(data: Mapping[str, object]) -> LeakSettings:
+    """The API's dict form; unknown keys are rejected; omitted keys take the UI defaults
+    (``enabled`` defaults to true here)."""
+    unknown = sorted(set(map(str, data)) - set(DICT_KEYS))
+    if unknown:
+        raise SettingsError(f"unknown key(s) {', '.join(map(repr, unknown))} in the Signal Leak "
+                            f"Bias arguments; allowed: {', '.join(DICT_KEYS)}")
+    means_in = data.get("means") or {}
+    if not isinstance(means_in, Mapping):
+        raise SettingsError("means must be an object like {\"0\": 1.5, \"2\": -0.5}")
+    means: dict[int, float] = {}
+    for key, val in means_in.items():
+        if isinstance(key, bool) or not (isinstance(key, int) or (
+                isinstance(key, str) and key.strip().isdigit())):
+            raise SettingsError(f"means key {key!r} must be a channel number (0..3)")
+        means[int(key)] = _as_float(val, f"means[{key}]")
+    return LeakSettings(
+        enabled=_as_bool(data.get("enabled", True), "enabled"),
+        preset=_as_preset(data.get("preset")),
+        strength=_as_float(data.get("strength", 1.0), "strength"),
+        lf=str(data.get("lf", "sampled")),
+        means=means,
+        seed=_as_seed(data.get("seed", -1)),
+    )
+
+
+def settings_from_args(args: Sequence[object]) -> LeakSettings:
+    """The script's positional arguments (UI order), or a single dict (the API's dict form).
+
+    Missing trailing arguments take the UI defaults, as the WebUI API does.
+    """
+    if args and isinstance(args[0], Mapping):
+        return settings_from_dict(args[0])  # type: ignore[arg-type]
+    if len(args) > len(ARG_NAMES):
+        raise SettingsError(f"Signal Leak Bias takes {len(ARG_NAMES)} arguments "
+                            f"({', '.join(ARG_NAMES)}); got {len(args)}")
+    values = dict(zip(ARG_NAMES, LeakSettings().to_args(), strict=True))
+    values.update({k: v for k, v in zip(ARG_NAMES, args, strict=False) if v is not None})
+    means = {c: _as_float(values[f"mean_{c}"], f"mean_{c}") for c in range(MAX_CHANNELS)
+             if _as_bool(values[f"fix_mean_{c}"], f"fix_mean_{c}")}
+    return LeakSettings(
+        enabled=_as_bool(values["enabled"], "enabled"),
+        preset=_as_preset(values["preset"]),
+        strength=_as_float(values["strength"], "strength"),
+        lf=str(values["lf"]),
+        means=means,
+        seed=_as_seed(values["seed"]),
+    )
