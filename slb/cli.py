@@ -125,7 +125,7 @@ def _load_encoder(args: argparse.Namespace) -> tuple[Callable[[torch.Tensor], to
         if not attr:
             raise CliError("--encoder takes MODULE:FACTORY, e.g. mypkg.encoders:make_encoder")
         factory = getattr(importlib.import_module(module_name), attr)
-        return factory(device), {"vae": attr, "encode": "mean"}
+        return factory(device), {"vae": attr, "encode_mode": "mean"}
     if not args.vae:
         raise CliError("fit needs an encoder: --vae DIR (a diffusers AutoencoderKL folder) or "
                        "--encoder MODULE:FACTORY")
@@ -142,7 +142,7 @@ def _load_encoder(args: argparse.Namespace) -> tuple[Callable[[torch.Tensor], to
         return vae.encode(batch).latent_dist.mode().float() * scale
 
     guess = "sdxl" if abs(scale - 0.13025) < 1e-6 else "unknown"
-    return encode, {"vae": Path(args.vae).name, "scale_factor": scale, "encode": "mean",
+    return encode, {"vae": Path(args.vae).name, "scale_factor": scale, "encode_mode": "mean",
                     "model_family": guess}
 
 

@@ -201,7 +201,8 @@ def _as_batches(images: object, size: int, batch_size: int, crop: str, recursive
 def fit(images: object, encode: Encoder, kind: str = "dct+pixel", n_components: int = 3, *,
         size: int = 512, crop: str = "center", recursive: bool = False, batch_size: int = 4,
         device: torch.device | str | None = None, dtype: torch.dtype | None = None,
-        workers: int = 2, progress: Callable[[int, int], None] | None = None,
+        workers: int = 2, encode_mode: str = "mean",
+        progress: Callable[[int, int], None] | None = None,
         should_stop: Callable[[], bool] | None = None, **metadata: object) -> FitResult:
     """Fit a preset of ``kind`` to the clean latents of ``images``.
 
@@ -209,8 +210,9 @@ def fit(images: object, encode: Encoder, kind: str = "dct+pixel", n_components: 
     ``(N, 3, S, S)`` or an iterable of such batches (optionally ``(batch, names)`` pairs).
     Batches go to ``device``/``dtype`` (when given) before ``encode``. ``progress(done, total)``
     is called after each batch; ``should_stop()`` returning true raises :class:`FitInterrupted`.
+    ``encode_mode`` records whether ``encode`` returns the posterior mean or a sample.
     Remaining keyword arguments are preset metadata (``model_family``, ``vae``,
-    ``scale_factor``, ``encode``, ``description``, ``source``...).
+    ``scale_factor``, ``description``, ``source``...).
     """
     if kind not in KINDS:
         raise ValueError(f"unknown preset kind {kind!r}; expected one of {KINDS}")
@@ -248,6 +250,8 @@ def fit(images: object, encode: Encoder, kind: str = "dct+pixel", n_components: 
         done += batch.shape[0]
         if progress is not None:
             progress(done, max(total, done))
+    if progress is not None and reader is not None:
+        progress(total, total)  # files skipped after the last batch count as done too
     skipped = (list(reader.skipped) if reader is not None else []) + bad_latents
     if acc is None or acc.count < 2:
         folder = str(images) if isinstance(images, (str, os.PathLike)) else "the input"
@@ -263,6 +267,6 @@ def fit(images: object, encode: Encoder, kind: str = "dct+pixel", n_components: 
         metadata.setdefault("source", str(images))
     image_size = (size, size) if reader is not None else (batch.shape[-2], batch.shape[-1])
     preset = acc.to_preset(image_size=image_size, images=acc.count, skipped=len(skipped),
-                           crop=crop, **metadata)
+                           crop=crop, encode=encode_mode, **metadata)
     return FitResult(preset=preset, accumulator=acc, images=acc.count, skipped=skipped,
                      seconds=time.perf_counter() - start, warnings=notes)

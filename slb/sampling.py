@@ -146,6 +146,7 @@ class LeakSampler:
         for ch, val in self.means.items():
             self._fixed[ch] = val
             self._fixed_mask[ch] = True
+        self.lf_draws = 0
         if preset is None:
             self.kind, self.draw_size = "manual", 0
         elif preset.kind == "pixel":
@@ -219,7 +220,8 @@ class LeakSampler:
         xi = xi.to(device=self.device, dtype=self.dtype)
         if self.kind == "manual":
             return self._fixed.view(1, c, 1, 1).expand(b, c, h, w).clone()
-        spatial = xi[:, :c * h * w].view(b, c, h, w)
+        # LF normals come first, so a seed gives the same low frequencies at any resolution.
+        lf_xi, spatial = xi[:, :self.lf_draws], xi[:, self.lf_draws:].view(b, c, h, w)
         if self.kind == "pixel":
             leak = self._mean + self._std * spatial
             if self.lf_mode == "zero":
@@ -235,7 +237,7 @@ class LeakSampler:
         hf = hf - lf_image(lf_coefficients(hf, self._basis), self._basis, h, w)
         z = torch.zeros(b, self._n * c, device=self.device, dtype=self.dtype)
         if self.lf_mode == "sampled":
-            z[:, self._free_idx] = self._lf_mu + xi[:, c * h * w:] @ self._lf_factor.T
+            z[:, self._free_idx] = self._lf_mu + lf_xi @ self._lf_factor.T
         if len(self._fixed_idx):
             z[:, self._fixed_idx] = self._fixed_val
         return hf + lf_image(z.view(b, self._n, c), self._basis, h, w)
