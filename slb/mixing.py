@@ -32,6 +32,9 @@ class StartConvention:
 
     kind: str
     sigma0: float
+    # What the sampler multiplies the handed tensor by, when it differs from the start level
+    # (DPM fast/adaptive scale by the schedule's first sigma but start at the model's largest).
+    multiplier: float | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in CONVENTIONS:
@@ -39,6 +42,9 @@ class StartConvention:
         if not (self.sigma0 > 0 and math.isfinite(self.sigma0)):
             raise ValueError(f"the first noise level must be positive and finite, got "
                              f"{self.sigma0}")
+        if self.multiplier is not None and not (self.multiplier > 0
+                                                and math.isfinite(self.multiplier)):
+            raise ValueError(f"the sampler's multiplier must be positive, got {self.multiplier}")
 
     @classmethod
     def ve(cls, sigma0: float, sgm_multiplier: bool = False) -> StartConvention:
@@ -77,13 +83,13 @@ def sampler_input(noise: torch.Tensor, leak: torch.Tensor | None, convention: St
     eff = leak.to(device=noise.device, dtype=torch.float32) * float(strength)
     eps = noise.to(torch.float32)
     s0 = convention.sigma0
-    if convention.kind == "ve":
-        out = eps + eff / s0
-    elif convention.kind == "ve_sgm":
-        out = (eff + s0 * eps) / math.sqrt(1.0 + s0 * s0)
-    else:
+    if convention.kind == "vp":
         ab = convention.abar
         out = math.sqrt(ab) * eff + math.sqrt(1.0 - ab) * eps
+    elif convention.kind == "ve" and convention.multiplier is None:
+        out = eps + eff / s0  # the common case, written so that it is exact
+    else:
+        out = (eff + s0 * eps) / sampler_scaling(convention)
     return out.to(noise.dtype)
 
 
@@ -96,6 +102,8 @@ def vp_target(noise: torch.Tensor, leak: torch.Tensor, convention: StartConventi
 
 def sampler_scaling(convention: StartConvention) -> float:
     """What the sampler multiplies the handed tensor by to get its first latent."""
+    if convention.multiplier is not None:
+        return convention.multiplier
     if convention.kind == "ve":
         return convention.sigma0
     if convention.kind == "ve_sgm":

@@ -1,0 +1,150 @@
+"""The ``/signal-leak/v1/`` routes' logic (DESIGN 7.6), host-independent.
+
+Request bodies are plain JSON objects validated here, with unknown keys rejected, so the
+routes behave the same whatever pydantic/FastAPI version the host ships. Errors are
+:class:`ApiError` with an HTTP status and a ``detail`` message.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from .library import PresetLibrary
+from .preset import PresetError, validate_name
+from .sampling import IncompatiblePresetError, LeakSampler
+from .settings import MANUAL, SettingsError, settings_from_dict
+
+FIT_KEYS = {"folder", "name", "kind", "n_components", "resolution", "crop", "recursive",
+            "overwrite", "batch_size"}
+SAMPLE_KEYS = {"preset", "shape", "seed", "strength", "lf", "means", "format"}
+MAX_SAMPLE_ELEMENTS = 16 * 512 * 512  # a latent of 4096x4096 px; larger requests are refused
+
+
+class ApiError(Exception):
+    """An error for the HTTP client: ``status`` (4xx) and ``detail``."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+def _check_keys(body: object, allowed: set[str], what: str) -> Mapping[str, object]:
+    if not isinstance(body, Mapping):
+        raise ApiError(422, f"{what} expects a JSON object")
+    unknown = sorted(set(map(str, body)) - allowed)
+    if unknown:
+        raise ApiError(422, f"unknown key(s) {', '.join(map(repr, unknown))}; allowed: "
+                       f"{', '.join(sorted(allowed))}")
+    return body
+
+
+def presets_payload(library: PresetLibrary) -> list[dict]:
+    """``GET presets``: every preset file, usable or not, with the reason."""
+    return [entry.info() for entry in library.entries()]
+
+
+@dataclass(frozen=True)
+class FitRequest:
+    folder: str
+    name: str
+    kind: str = "dct+pixel"
+    n_components: int = 3
+    resolution: int | None = None  # None: the model's native size
+    crop: str = "center"
+    recursive: bool = False
+    overwrite: bool = False
+    batch_size: int = 4
+
+
+def _int(body: Mapping[str, object], key: str, default: int | None, lo: int, hi: int
+         ) -> int | None:
+    value = body.get(key, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        raise ApiError(422, f"{key} must be an integer, got {value!r}")
+    if not lo <= int(value) <= hi:
+        raise ApiError(422, f"{key} must lie in {lo}..{hi}, got {value}")
+    return int(value)
+
+
+def _bool(body: Mapping[str, object], key: str) -> bool:
+    value = body.get(key, False)
+    if not isinstance(value, bool):
+        raise ApiError(422, f"{key} must be true or false, got {value!r}")
+    return value
+
+
+def parse_fit_request(body: object) -> FitRequest:
+    """Validate a ``POST fit`` body (only ``folder`` and ``name`` are required)."""
+    b = _check_keys(body, FIT_KEYS, "fit")
+    for key in ("folder", "name"):
+        if not isinstance(b.get(key), str) or not b.get(key):
+            raise ApiError(422, f"'{key}' is required (a string)")
+    try:
+        validate_name(str(b["name"]))
+    except PresetError as exc:
+        raise ApiError(422, str(exc)) from None
+    kind = b.get("kind", "dct+pixel")
+    if kind not in ("pixel", "dct+pixel"):
+        raise ApiError(422, f"kind must be 'pixel' or 'dct+pixel', got {kind!r}")
+    crop = b.get("crop", "center")
+    if not isinstance(crop, str) or not (crop == "center" or (
+            crop.startswith("random:") and crop[7:].lstrip("-").isdigit())):
+        raise ApiError(422, f"crop must be 'center' or 'random:<seed>', got {crop!r}")
+    resolution = _int(b, "resolution", None, 64, 4096)
+    if resolution is not None and resolution % 8:
+        raise ApiError(422, f"resolution must be a multiple of 8, got {resolution}")
+    return FitRequest(folder=str(b["folder"]), name=str(b["name"]), kind=str(kind),
+                      n_components=_int(b, "n_components", 3, 1, 256) or 3,
+                      resolution=resolution, crop=crop, recursive=_bool(b, "recursive"),
+                      overwrite=_bool(b, "overwrite"),
+                      batch_size=_int(b, "batch_size", 4, 1, 256) or 4)
+
+
+def sample_payload(body: object, library: PresetLibrary, model_family: str = "sd1") -> dict:
+    """``POST sample``: a leak as base64 ``.npy`` (float32 ``(C,H,W)``) or a preview PNG."""
+    b = _check_keys(body, SAMPLE_KEYS, "sample")
+    fmt = b.get("format", "npy")
+    if fmt not in ("npy", "png"):
+        raise ApiError(422, f"format must be 'npy' or 'png', got {fmt!r}")
+    shape = b.get("shape")
+    if not (isinstance(shape, list) and len(shape) == 3 and all(
+            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)):
+        raise ApiError(422, "shape must be [C, H, W] with positive integers")
+    if math.prod(shape) > MAX_SAMPLE_ELEMENTS:
+        raise ApiError(422, f"shape {shape} is too large (at most {MAX_SAMPLE_ELEMENTS} values)")
+    try:
+        settings = settings_from_dict({k: v for k, v in b.items()
+                                       if k in ("preset", "strength", "lf", "means", "seed")})
+    except SettingsError as exc:
+        raise ApiError(422, str(exc)) from None
+    seed = settings.seed if settings.seed >= 0 else 0
+    try:
+        preset = None if settings.is_manual else library.get(settings.preset)
+        sampler = LeakSampler(preset, shape, lf_mode=settings.lf, means=settings.means)
+    except PresetError as exc:
+        raise ApiError(404 if "no preset" in str(exc) else 422, str(exc)) from None
+    except (IncompatiblePresetError, ValueError) as exc:
+        raise ApiError(422, str(exc)) from None
+    leak = sampler.draw([seed])[0] * settings.strength
+    buf = io.BytesIO()
+    if fmt == "npy":
+        np.save(buf, leak.numpy().astype(np.float32))
+    else:
+        from .preview import preview_image
+
+        if shape[0] != 4:
+            raise ApiError(422, "a PNG preview needs a 4-channel latent; use format 'npy'")
+        family = preset.model_family if preset is not None else model_family
+        preview_image([leak], family, scale=4).save(buf, format="PNG")
+    return {"data": base64.b64encode(buf.getvalue()).decode("ascii"), "format": fmt,
+            "shape": list(shape), "preset": MANUAL if preset is None else settings.preset,
+            "seed": seed}
