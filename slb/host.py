@@ -151,7 +151,8 @@ def vae_encoder(sd_model: object, device: torch.device | str, dtype: torch.dtype
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
             out = sd_model.encode_first_stage(x)  # type: ignore[attr-defined]
-        if hasattr(out, "mode"):
+        # a posterior object (not a tensor: tensors have a .mode() method too)
+        if not isinstance(out, torch.Tensor) and callable(getattr(out, "mode", None)):
             mode[:] = ["mean"]
             return out.mode().float() * scale
         mode[:] = ["sample"]
