@@ -61,8 +61,9 @@ from modules.ui_components import InputAccordion, ToolButton  # noqa: E402
 
 try:  # the WebUI always ships FastAPI; module level so route annotations resolve
     from fastapi import HTTPException, Request
+    from fastapi.concurrency import run_in_threadpool
 except ImportError:  # pragma: no cover - only in test environments without it
-    HTTPException = Request = None  # type: ignore[assignment, misc]
+    HTTPException = Request = run_in_threadpool = None  # type: ignore[assignment, misc]
 
 try:  # A1111 >= 1.7 and Forge
     from modules.infotext_utils import PasteField
@@ -150,7 +151,8 @@ def run_fit(req: FitRequest, progress=None) -> tuple[object, Path]:  # noqa: ANN
             progress((done, total), desc="Encoding images", unit="images")
 
     result = fit(folder, encode, req.kind, req.n_components, size=size, crop=req.crop,
-                 recursive=req.recursive, batch_size=req.batch_size, progress=report,
+                 recursive=req.recursive, batch_size=req.batch_size, device=devices.device,
+                 dtype=devices.dtype_vae, progress=report,
                  should_stop=lambda: bool(shared.state.interrupted), **_model_metadata(sd_model))
     result.preset.metadata["encode"] = mode[0] if mode else "mean"
     path = save_preset(result.preset, user_presets_dir(), req.name, overwrite=req.overwrite)
@@ -466,10 +468,25 @@ def _xyz_setter(field: str, channel: int | None = None):  # noqa: ANN202
 def register_xyz_axes() -> None:
     xyz = next((d.module for d in scripts.scripts_data
                 if d.script_class.__module__ == "xyz_grid.py"), None)
-    if xyz is None or any(getattr(o, "label", "").startswith(XYZ_PREFIX)
-                          for o in xyz.axis_options):
+    if xyz is None:
         return
-    axes = [
+    ours = [o for o in xyz.axis_options if getattr(o, "label", "").startswith(XYZ_PREFIX)]
+    if not ours:
+        ours = _xyz_axes(xyz)
+        xyz.axis_options.extend(ours)
+    # With --nowebui the API builds the scripts (X/Y/Z's ui() snapshots axis_options into
+    # current_axis_options, which run() indexes) before on_before_ui runs: add our axes to
+    # those snapshots too. Appended last, so the host's axis indices do not move.
+    for runner in (getattr(scripts, "scripts_txt2img", None),
+                   getattr(scripts, "scripts_img2img", None)):
+        for script in getattr(runner, "scripts", None) or []:
+            current = getattr(script, "current_axis_options", None)
+            if isinstance(script, xyz.Script) and isinstance(current, list):
+                current.extend(o for o in ours if o not in current)
+
+
+def _xyz_axes(xyz) -> list:  # noqa: ANN001
+    return [
         xyz.AxisOption(XYZ_PREFIX + "Preset", str, _xyz_setter("preset"),
                        choices=preset_choices),
         xyz.AxisOption(XYZ_PREFIX + "Strength", float, _xyz_setter("strength")),
@@ -479,7 +496,6 @@ def register_xyz_axes() -> None:
           for c in range(MAX_CHANNELS)],
         xyz.AxisOption(XYZ_PREFIX + "Leak seed", int, _xyz_setter("seed")),
     ]
-    xyz.axis_options.extend(axes)
 
 
 # --- settings and API ----------------------------------------------------------------------
@@ -524,7 +540,9 @@ def register_routes(_demo: object, app: object) -> None:
             req = parse_fit_request(body)
         except ApiError as exc:
             raise fail(exc) from None
-        return _api_fit(req)
+        # in a worker thread: on the event loop a fit would stall every other request
+        # (progress, interrupt) until it ends
+        return await run_in_threadpool(_api_fit, req)
 
     app.add_api_route("/signal-leak/v1/presets", get_presets, methods=["GET"])
     app.add_api_route("/signal-leak/v1/sample", post_sample, methods=["POST"])

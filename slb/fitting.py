@@ -154,6 +154,40 @@ class FitResult:
     warnings: list[str] = field(default_factory=list)
 
 
+class _FitState:
+    """The accumulator (created from the first latents' shape) and the rejected latents."""
+
+    def __init__(self, kind: str, n_components: int) -> None:
+        self.kind, self.n_components = kind, n_components
+        self.acc: FitAccumulator | None = None
+        self.bad: list[SkippedImage] = []
+
+    def add(self, latents: torch.Tensor, names: list[str] | None, offset: int) -> None:
+        finite = torch.isfinite(latents).flatten(1).all(dim=1)
+        if not bool(finite.all()):
+            for i in torch.nonzero(~finite).flatten().tolist():
+                label = names[i] if names else f"image {offset + i}"
+                self.bad.append(SkippedImage(label, "the encoder produced NaN/inf values"))
+            latents = latents[finite]
+        if not latents.shape[0]:
+            return
+        if self.acc is None:
+            self.acc = FitAccumulator(self.kind, tuple(latents.shape[1:]), self.n_components,
+                                      device=latents.device)
+        self.acc.update(latents)
+
+
+def _to_device(batch: torch.Tensor, device: torch.device | str | None,
+               dtype: torch.dtype | None) -> torch.Tensor:
+    if device is not None and torch.device(device).type == "cuda" and batch.device.type == "cpu":
+        # Pinned memory makes the copy asynchronous: a plain copy would wait for the batch
+        # still being encoded, and the GPU would idle while the next one is prepared.
+        batch = batch.pin_memory().to(device, non_blocking=True)
+    elif device is not None:
+        batch = batch.to(device)
+    return batch if dtype is None else batch.to(dtype)
+
+
 def _is_oom(exc: BaseException) -> bool:
     oom = getattr(torch.cuda, "OutOfMemoryError", None)
     return (oom is not None and isinstance(exc, oom)) or "out of memory" in str(exc).lower()
@@ -201,7 +235,7 @@ def _as_batches(images: object, size: int, batch_size: int, crop: str, recursive
 def fit(images: object, encode: Encoder, kind: str = "dct+pixel", n_components: int = 3, *,
         size: int = 512, crop: str = "center", recursive: bool = False, batch_size: int = 4,
         device: torch.device | str | None = None, dtype: torch.dtype | None = None,
-        workers: int = 2, encode_mode: str = "mean",
+        workers: int = min(4, os.cpu_count() or 2), encode_mode: str = "mean",
         progress: Callable[[int, int], None] | None = None,
         should_stop: Callable[[], bool] | None = None, **metadata: object) -> FitResult:
     """Fit a preset of ``kind`` to the clean latents of ``images``.
@@ -222,34 +256,31 @@ def fit(images: object, encode: Encoder, kind: str = "dct+pixel", n_components: 
     batches, reader = _as_batches(images, size, batch_size, crop, recursive, workers)
     total = reader.total if reader is not None else 0
     encoder = _BackoffEncoder(encode)
-    acc: FitAccumulator | None = None
-    bad_latents: list[SkippedImage] = []
+    state = _FitState(kind, n_components)
+    queued: tuple | None = None
     done = 0
     for item in batches:
         if should_stop is not None and should_stop():
             raise FitInterrupted("fit interrupted; nothing was saved")
         batch, names = item if isinstance(item, tuple) else (item, None)
-        if device is not None or dtype is not None:
-            batch = batch.to(device=device or batch.device, dtype=dtype or batch.dtype)
+        batch = _to_device(batch, device, dtype)
         with torch.no_grad():
             latents = encoder(batch)
         if latents.ndim != 4 or latents.shape[0] != batch.shape[0]:
             raise ValueError(f"the encoder returned shape {tuple(latents.shape)} for a batch of "
                              f"{batch.shape[0]}; expected (B, C, h, w)")
-        finite = torch.isfinite(latents).flatten(1).all(dim=1)
-        if not bool(finite.all()):
-            for i in torch.nonzero(~finite).flatten().tolist():
-                label = names[i] if names else f"image {done + i}"
-                bad_latents.append(SkippedImage(label, "the encoder produced NaN/inf values"))
-            latents = latents[finite]
-        if acc is None and latents.shape[0]:
-            acc = FitAccumulator(kind, tuple(latents.shape[1:]), n_components,
-                                 device=latents.device)
-        if latents.shape[0]:
-            acc.update(latents)
+        # One batch of lag: the previous batch's statistics (which wait for the device) are
+        # taken while this batch is already queued on it, so an accelerator never idles
+        # while the next images are stacked and copied.
+        if queued is not None:
+            state.add(*queued)
+        queued = (latents, names, done)
         done += batch.shape[0]
         if progress is not None:
             progress(done, max(total, done))
+    if queued is not None:
+        state.add(*queued)
+    acc, bad_latents = state.acc, state.bad
     if progress is not None and reader is not None:
         progress(total, total)  # files skipped after the last batch count as done too
     skipped = (list(reader.skipped) if reader is not None else []) + bad_latents

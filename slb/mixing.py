@@ -80,16 +80,19 @@ def sampler_input(noise: torch.Tensor, leak: torch.Tensor | None, convention: St
     """
     if leak is None or strength == 0:
         return noise
-    eff = leak.to(device=noise.device, dtype=torch.float32) * float(strength)
+    leak = leak.to(device=noise.device, dtype=torch.float32)
     eps = noise.to(torch.float32)
+    s = float(strength)
     s0 = convention.sigma0
+    # written as single fused operations where possible: this runs once per image
     if convention.kind == "vp":
         ab = convention.abar
-        out = math.sqrt(ab) * eff + math.sqrt(1.0 - ab) * eps
+        out = torch.add(eps * math.sqrt(1.0 - ab), leak, alpha=s * math.sqrt(ab))
     elif convention.kind == "ve" and convention.multiplier is None:
-        out = eps + eff / s0  # the common case, written so that it is exact
+        out = torch.add(eps, leak, alpha=s / s0)
     else:
-        out = (eff + s0 * eps) / sampler_scaling(convention)
+        m = sampler_scaling(convention)
+        out = torch.add(eps * (s0 / m), leak, alpha=s / m)
     return out.to(noise.dtype)
 
 

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-from .dct import lf_coefficients, lf_image, lowfreq_basis
+from .dct import lowfreq_basis
 from .preset import Preset
 
 LF_MODES = ("sampled", "zero")
@@ -176,14 +176,18 @@ class LeakSampler:
         fixed_val = torch.tensor([self.means[ch] * math.sqrt(h * w) for ch in sorted(self.means)],
                                  dtype=torch.float64)
         free_idx = [i for i in range(n * c) if i not in set(fixed_idx)]
-        self._fixed_idx = torch.tensor(fixed_idx, dtype=torch.long, device=self.device)
-        self._fixed_val = fixed_val.to(**put)
-        self._free_idx = torch.tensor(free_idx, dtype=torch.long, device=self.device)
+        # z = mu_full + F_full @ xi covers every case in one product: fixed entries have their
+        # value in mu_full and a zero row in F_full; "zero" mode has no free draws at all.
+        mu_full = torch.zeros(n * c, dtype=torch.float64)
+        factor = torch.zeros(n * c, len(free_idx), dtype=torch.float64)
+        if fixed_idx:
+            mu_full[fixed_idx] = fixed_val
         if self.lf_mode == "sampled":
+            ri = torch.tensor(free_idx, dtype=torch.long)
             if fixed_idx:
                 # Conditional Gaussian of the free LF values given the fixed DC terms (Schur
                 # complement), with a pseudo-inverse so singular covariances work.
-                fi, ri = torch.tensor(fixed_idx), torch.tensor(free_idx, dtype=torch.long)
+                fi = torch.tensor(fixed_idx)
                 s_ff = cov[fi][:, fi]
                 s_rf = cov[ri][:, fi]
                 gain = s_rf @ torch.linalg.pinv(s_ff, hermitian=True)
@@ -191,14 +195,22 @@ class LeakSampler:
                 cond_cov = cov[ri][:, ri] - gain @ s_rf.T
             else:
                 cond_mu, cond_cov = mu, cov
-            self._lf_mu = cond_mu.to(**put)
-            self._lf_factor = _psd_factor(cond_cov).to(**put)
+            mu_full[ri] = cond_mu
+            factor[ri] = _psd_factor(cond_cov)
+            self.lf_draws = len(free_idx)
+        else:
+            self.lf_draws = 0
+        # Stored channel-major ((c, k) order), so the LF image is one matrix product with the
+        # basis; the file's component-major order is z[k * C + c].
+        to_cm = torch.tensor([k * c + ch for ch in range(c) for k in range(n)])
+        self._lf_mu = mu_full[to_cm].to(**put)
+        self._lf_factor_t = factor[to_cm].T.contiguous().to(**put)  # (free, C * n)
         self._n = n
         self._basis = lowfreq_basis(coords, h, w, **put)
+        self._basis_t = self._basis.T.contiguous()
         self._hf_mean = resize_map(preset.tensors["hf_mean"].double(), h, w).to(**put)
         self._hf_std = resize_map(preset.tensors["hf_var"].double(), h, w).clamp(
             min=0).sqrt().to(**put)
-        self.lf_draws = len(free_idx) if self.lf_mode == "sampled" else 0
         self.draw_size = c * h * w + self.lf_draws
 
     # --- drawing ------------------------------------------------------------------------
@@ -223,7 +235,7 @@ class LeakSampler:
         # LF normals come first, so a seed gives the same low frequencies at any resolution.
         lf_xi, spatial = xi[:, :self.lf_draws], xi[:, self.lf_draws:].view(b, c, h, w)
         if self.kind == "pixel":
-            leak = self._mean + self._std * spatial
+            leak = torch.addcmul(self._mean, self._std, spatial)
             if self.lf_mode == "zero":
                 leak = leak - leak.mean(dim=(-2, -1), keepdim=True)
             if self.means:
@@ -231,16 +243,17 @@ class LeakSampler:
                 leak = leak + torch.where(self._fixed_mask, shift, torch.zeros_like(shift))[
                     ..., None, None]
             return leak
-        # dct+pixel: the remainder has no LF content by construction; the per-element draw
-        # puts a little back, which is removed so fixed means and LF "zero" hold exactly.
-        hf = self._hf_mean + self._hf_std * spatial
-        hf = hf - lf_image(lf_coefficients(hf, self._basis), self._basis, h, w)
-        z = torch.zeros(b, self._n * c, device=self.device, dtype=self.dtype)
-        if self.lf_mode == "sampled":
-            z[:, self._free_idx] = self._lf_mu + lf_xi @ self._lf_factor.T
-        if len(self._fixed_idx):
-            z[:, self._fixed_idx] = self._fixed_val
-        return hf + lf_image(z.view(b, self._n, c), self._basis, h, w)
+        # dct+pixel, in four fused products. The remainder has no LF content by construction;
+        # the per-element draw puts a little back, which is removed so fixed means and LF
+        # "zero" hold exactly: leak = hf + (z - P(hf)) @ B, with P(hf) = hf @ B^T.
+        n = self._n
+        hf = torch.addcmul(self._hf_mean, self._hf_std, spatial).view(b * c, h * w)
+        if self.lf_draws:
+            z = torch.addmm(self._lf_mu, lf_xi, self._lf_factor_t)
+        else:
+            z = self._lf_mu.expand(b, c * n)
+        correction = torch.addmm(z.reshape(b * c, n), hf, self._basis_t, alpha=-1.0)
+        return torch.addmm(hf, correction, self._basis).view(b, c, h, w)
 
     def draw(self, seeds: Sequence[int], subseeds: Sequence[int] | None = None,
              subseed_strength: float = 0.0) -> torch.Tensor:
