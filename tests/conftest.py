@@ -13,9 +13,6 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-if os.environ.get("SLB_STANDIN_PARENT"):  # a stand-in kept elsewhere (development only)
-    sys.path.insert(0, os.environ["SLB_STANDIN_PARENT"])
-
 # the stand-in WebUI's fixtures (fresh_host, fresh_host_factory), for the extension tests
 from standin.fixtures import fresh_host, fresh_host_factory  # noqa: E402, F401
 

@@ -1,0 +1,390 @@
+"""Real-host suite: the extension inside a real AUTOMATIC1111 WebUI (opt-in).
+
+Every test in this folder is a ``webui`` test. It needs a WebUI checkout in SLB_WEBUI_DIR
+(see README.md here). Without that variable the tests are reported as skipped, with the
+reason; with it they carry the ``webui`` marker, which the project's pytest config
+deselects unless ``-m webui`` is given.
+
+The ``webui_server`` session fixture builds a tiny random-weight checkpoint and tokenizer
+in a temporary folder, lays out a separate ``--data-dir`` (the user's WebUI folders are not
+written to) with the extension and the test probe (``probe_extension/``) linked into its
+``extensions/``, starts the API server on a free 127.0.0.1 port, waits for it, yields its
+base URL and always stops its process group. ``presets`` writes test presets into the
+extension's user folder; ``probe`` gives folders for the probe to write tensors into.
+
+Environment:
+  SLB_WEBUI_DIR            WebUI checkout (with repositories/ filled in); unset: skip.
+  SLB_WEBUI_PYTHON         interpreter for the WebUI (default: SLB_WEBUI_DIR/venv/bin/python
+                           if it exists, else the interpreter running pytest).
+  SLB_EXTENSION_DIR        folder linked in as the extension (default: this repository).
+  SLB_WEBUI_START_TIMEOUT  seconds to wait for the API (default 300).
+  SLB_WEBUI_KEEP_LOG       if set, copy the server log to this path at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from slb_webui import BROKEN_PRESET, TEST_PRESETS, import_slb
+
+HERE = Path(__file__).resolve().parent
+REPO_ROOT = HERE.parents[1]
+EXTENSION_NAME = "sd-webui-signal-leak-bias"
+PROBE_NAME = "zz-slb-probe"  # folder-name order: its hooks run after the extension's
+SKIP_REASON = (
+    "real-host WebUI suite not configured: set SLB_WEBUI_DIR to an AUTOMATIC1111 v1.10.1 "
+    "checkout (and SLB_WEBUI_PYTHON to its interpreter); see tests/integration/README.md"
+)
+
+# Flags for a CPU-only, offline start (see HOST-NOTES 12).
+WEBUI_FLAGS = [
+    "--skip-prepare-environment",
+    "--skip-torch-cuda-test",
+    "--skip-install",
+    "--skip-version-check",
+    "--no-half",
+    "--use-cpu",
+    "all",
+    "--precision",
+    "full",
+    "--do-not-download-clip",
+    "--disable-opt-split-attention",
+    "--no-download-sd-model",
+    "--nowebui",
+]
+
+# Settings written to the data dir's config.json before start.
+WEBUI_SETTINGS = {
+    "live_previews_enable": False,  # the "Approx NN" preview would want a download
+    "show_progress_every_n_steps": -1,
+    "samples_save": False,
+    "grid_save": False,
+}
+
+
+def _in_this_folder(item: pytest.Item) -> bool:
+    try:
+        return Path(str(item.path)).resolve().is_relative_to(HERE)
+    except (OSError, ValueError):
+        return False
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Configured: every test here is a `webui` test (opt-in with -m webui). Not configured:
+    # the tests are skipped with the reason; they carry the marker only when the -m
+    # expression asks for webui tests, so that a plain run (whose default expression is
+    # "not webui") reports them skipped rather than deselecting them silently.
+    configured = bool(os.environ.get("SLB_WEBUI_DIR"))
+    wants_webui = "not webui" not in (config.getoption("markexpr", "") or "")
+    for item in items:
+        if not _in_this_folder(item):
+            continue
+        if configured or wants_webui:
+            item.add_marker(pytest.mark.webui)
+        if not configured:
+            item.add_marker(pytest.mark.skip(reason=SKIP_REASON))
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    webui = os.environ.get("SLB_WEBUI_DIR")
+    if not webui:
+        return f"webui suite: skipped ({SKIP_REASON})"
+    return f"webui suite: SLB_WEBUI_DIR={webui} python={webui_python(Path(webui))}"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def webui_python(webui_dir: Path) -> str:
+    explicit = os.environ.get("SLB_WEBUI_PYTHON")
+    if explicit:
+        return explicit
+    venv_python = webui_dir / "venv" / "bin" / "python"
+    if venv_python.exists():
+        return str(venv_python)
+    return sys.executable
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def log_tail(path: Path, lines: int = 60) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def http_request(url: str, body: object | None = None, timeout: float = 600.0
+                 ) -> tuple[int, object]:
+    """GET (body None) or POST JSON; return the HTTP status and the decoded JSON answer
+    (an error's body too; text that is not JSON comes back as a string)."""
+    data = None if body is None else json.dumps(body).encode("utf-8")
+    request = urllib.request.Request(url, data=data)
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as error:
+        status, raw = error.code, error.read()
+    text = raw.decode("utf-8", errors="replace")
+    try:
+        return status, json.loads(text)
+    except ValueError:
+        return status, text
+
+
+def http_json(url: str, body: object | None = None, timeout: float = 600.0) -> object:
+    """GET (body None) or POST JSON; return the decoded JSON answer. Raises with the
+    server's error text on an HTTP error."""
+    status, answer = http_request(url, body, timeout)
+    if status >= 400:
+        raise AssertionError(f"HTTP {status} from {url}: {str(answer)[:4000]}")
+    return answer
+
+
+class WebUI(str):
+    """The base URL of a running WebUI API server (it is that string), with helpers."""
+
+    log_path: Path
+    data_dir: Path
+    model_dir: Path
+
+    def __new__(cls, base_url: str, log_path: Path, data_dir: Path, model_dir: Path) -> WebUI:
+        server = super().__new__(cls, base_url)
+        server.log_path = log_path
+        server.data_dir = data_dir
+        server.model_dir = model_dir
+        return server
+
+    @property
+    def base_url(self) -> str:
+        return str(self)
+
+    def get(self, path: str, timeout: float = 600.0) -> object:
+        return http_json(self.base_url + path, None, timeout)
+
+    def post(self, path: str, body: object, timeout: float = 600.0) -> object:
+        return http_json(self.base_url + path, body, timeout)
+
+    def request(self, path: str, body: object | None = None, timeout: float = 600.0
+                ) -> tuple[int, object]:
+        """Like get/post, but returns ``(status, answer)`` instead of raising on 4xx/5xx."""
+        return http_request(self.base_url + path, body, timeout)
+
+    @property
+    def presets_dir(self) -> Path:
+        """The extension's default user preset folder under this data dir."""
+        return self.data_dir / "models" / "signal_leak"
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def log_tail(self, lines: int = 60) -> str:
+        return log_tail(self.log_path, lines)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """Stop the process group started for the server (its pgid is its pid)."""
+    if process.poll() is not None:
+        return
+    for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _wait_ready(url: str, process: subprocess.Popen, log_path: Path, timeout: float) -> float:
+    start = time.monotonic()
+    while True:
+        if process.poll() is not None:
+            pytest.fail(
+                f"WebUI exited with code {process.returncode} before its API answered.\n"
+                f"--- log tail ({log_path}) ---\n{log_tail(log_path)}"
+            )
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    return time.monotonic() - start
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.monotonic() - start > timeout:
+            pytest.fail(
+                f"WebUI API did not answer {url} within {timeout:.0f} s.\n"
+                f"--- log tail ({log_path}) ---\n{log_tail(log_path)}"
+            )
+        time.sleep(0.5)
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+class WebUISetup:
+    """Where the WebUI is, how to run it, and the prepared temporary data dir."""
+
+    def __init__(self, webui_dir: Path, python: str, env: dict, root: Path) -> None:
+        self.webui_dir = webui_dir
+        self.python = python
+        self.env = env
+        self.root = root
+        self.data_dir = root / "data"
+        self.model_dir = self.data_dir / "models" / "Stable-diffusion"
+        self.checkpoint = self.model_dir / "tiny.safetensors"
+        self.config = self.model_dir / "tiny.yaml"
+
+
+@pytest.fixture(scope="session")
+def webui_setup(tmp_path_factory: pytest.TempPathFactory) -> WebUISetup:
+    """Checks the configuration, lays out a fresh --data-dir with the extension linked in
+    and builds the tiny model into its models/Stable-diffusion folder."""
+    webui_dir_env = os.environ.get("SLB_WEBUI_DIR")
+    if not webui_dir_env:
+        pytest.skip(SKIP_REASON)
+    webui_dir = Path(webui_dir_env).resolve()
+    if not (webui_dir / "launch.py").is_file():
+        pytest.fail(f"SLB_WEBUI_DIR={webui_dir} has no launch.py")
+    extension_dir = Path(os.environ.get("SLB_EXTENSION_DIR") or REPO_ROOT).resolve()
+    if not extension_dir.is_dir():
+        pytest.fail(f"SLB_EXTENSION_DIR={extension_dir} is not a folder")
+
+    env = {k: v for k, v in os.environ.items() if k != "COMMANDLINE_ARGS"}
+    env.update(
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        HF_HUB_DISABLE_TELEMETRY="1",
+        GRADIO_ANALYTICS_ENABLED="False",
+        DO_NOT_TRACK="1",
+        PYTHONDONTWRITEBYTECODE="1",  # keep __pycache__ out of the linked extension
+        PYTHONUNBUFFERED="1",
+    )
+    setup = WebUISetup(webui_dir, webui_python(webui_dir), env, tmp_path_factory.mktemp("webui"))
+    setup.model_dir.mkdir(parents=True)
+    (setup.data_dir / "extensions").mkdir()
+    link = setup.data_dir / "extensions" / EXTENSION_NAME
+    link.symlink_to(extension_dir, target_is_directory=True)
+    # the test probe (inactive unless a request names a folder); sorts after the extension
+    probe = setup.data_dir / "extensions" / PROBE_NAME
+    probe.symlink_to(HERE / "probe_extension", target_is_directory=True)
+    (setup.data_dir / "config.json").write_text(json.dumps(WEBUI_SETTINGS, indent=2))
+
+    # The tiny model is built by the WebUI's interpreter (it has torch, safetensors and
+    # open-clip-torch's BPE file), so pytest's own interpreter needs none of them.
+    build = subprocess.run(
+        [setup.python, str(HERE / "tiny_model.py"), str(setup.model_dir)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if build.returncode != 0:
+        pytest.fail(f"building the tiny model failed:\n{build.stdout}\n{build.stderr}")
+    return setup
+
+
+@pytest.fixture(scope="session")
+def webui_server(webui_setup: WebUISetup) -> Iterator[WebUI]:
+    """Starts the WebUI API on a free 127.0.0.1 port; yields its base URL (a WebUI str)."""
+    setup = webui_setup
+    port = free_port()
+    log_path = setup.root / "webui.log"
+    command = [
+        setup.python,
+        "launch.py",
+        *WEBUI_FLAGS,
+        "--server-name",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(setup.data_dir),
+    ]
+    base_url = f"http://127.0.0.1:{port}"
+    timeout = float(os.environ.get("SLB_WEBUI_START_TIMEOUT", "300"))
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            command,
+            cwd=setup.webui_dir,
+            env=setup.env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, stopped as a whole below
+        )
+    try:
+        started = _wait_ready(base_url + "/sdapi/v1/sd-models", process, log_path, timeout)
+        print(f"\n[webui] API up at {base_url} after {started:.1f} s (log: {log_path})")
+        server = WebUI(base_url, log_path, setup.data_dir, setup.model_dir)
+        titles = [m.get("title", "") for m in server.get("/sdapi/v1/sd-models")]
+        if not any(t.startswith("tiny") for t in titles):
+            pytest.fail(f"tiny checkpoint not listed: {titles}\n{log_tail(log_path)}")
+        yield server
+    finally:
+        _stop(process)
+        keep = os.environ.get("SLB_WEBUI_KEEP_LOG")
+        if keep:
+            shutil.copyfile(log_path, keep)
+
+
+@pytest.fixture(scope="session")
+def presets(webui_server: WebUI) -> dict[str, str]:
+    """Writes the TEST_PRESETS (fitted on synthetic 4x8x8 / 3x8x8 latents, for 64x64 images)
+    and a broken file into the extension's user preset folder; returns name -> short hash.
+    The extension re-reads the folder on each generation, so no restart is needed."""
+    import_slb()
+    import torch
+
+    from slb.fitting import FitAccumulator
+    from slb.preset import save_preset
+
+    folder = webui_server.presets_dir
+    hashes = {}
+    for index, (name, (channels, family)) in enumerate(TEST_PRESETS.items()):
+        gen = torch.Generator().manual_seed(100 + index)
+        # per-channel offsets and a horizontal gradient: a leak with visible LF content
+        offsets = torch.linspace(-0.8, 0.8, channels).view(1, channels, 1, 1)
+        ramp = torch.linspace(-0.5, 0.5, 8).view(1, 1, 1, 8)
+        latents = offsets + ramp * torch.randn(64, channels, 1, 1, generator=gen)
+        latents = latents + 0.4 * torch.randn(64, channels, 8, 8, generator=gen)
+        acc = FitAccumulator("dct+pixel", (channels, 8, 8), 3)
+        acc.update(latents)
+        preset = acc.to_preset(image_size=(64, 64), model_family=family, source="synthetic")
+        save_preset(preset, folder, name, overwrite=True)
+        hashes[name] = preset.short_hash
+    (folder / f"{BROKEN_PRESET}.safetensors").write_bytes(b"not a safetensors file")
+    return hashes
+
+
+@pytest.fixture
+def probe(tmp_path: Path):  # noqa: ANN201
+    """``probe(name)`` -> a fresh folder for the probe extension to write into."""
+
+    def make(name: str) -> Path:
+        folder = tmp_path / "probe" / name
+        folder.mkdir(parents=True)
+        return folder
+
+    return make

@@ -1,0 +1,64 @@
+"""Test probe for the real-host suite: records what the sampler is handed (never shipped).
+
+Linked into the WebUI's ``extensions/`` as ``zz-slb-probe`` (after the Signal Leak Bias
+extension in folder-name order, so its hooks run after ours). It does nothing unless a
+request names a folder: ``alwayson_scripts: {"slb probe": {"args": ["/some/folder"]}}``.
+Then it writes float32 ``.npy`` files there:
+
+- ``init_before_<i>``: img2img's ``p.init_latent`` in ``process_batch`` (after the host
+  built it, before any ``process_before_every_sampling``), and ``mask_<i>`` (``p.mask``:
+  1 where the image is kept);
+- ``noise_<pass>_<i>`` and, for img2img, ``init_after_<i>``: the noise tensor and init latent
+  in ``process_before_every_sampling`` (pass ``first`` or ``hr``);
+- ``samples_<i>``: the latents ``post_sample`` receives (after the host's mask blend);
+
+``<i>`` is the batch iteration (``p.iteration``).
+"""
+
+import os
+
+import gradio as gr
+import numpy as np
+import torch
+from modules import scripts
+
+
+def _save(folder, name, tensor):
+    if isinstance(tensor, torch.Tensor):
+        np.save(os.path.join(folder, name + ".npy"), tensor.detach().float().cpu().numpy())
+
+
+class SlbProbe(scripts.Script):
+    def title(self):
+        return "SLB probe"
+
+    def show(self, is_img2img):
+        return scripts.AlwaysVisible
+
+    def ui(self, is_img2img):
+        return [gr.Textbox(value="", visible=False)]
+
+    @staticmethod
+    def _folder(args):
+        folder = args[0] if args else ""
+        return folder if isinstance(folder, str) and os.path.isdir(folder) else None
+
+    def process_batch(self, p, *args, **kwargs):
+        folder = self._folder(args)
+        if folder and self.is_img2img:
+            _save(folder, f"init_before_{p.iteration}", getattr(p, "init_latent", None))
+            _save(folder, f"mask_{p.iteration}", getattr(p, "mask", None))
+
+    def process_before_every_sampling(self, p, *args, **kwargs):
+        folder = self._folder(args)
+        if not folder:
+            return
+        stage = "hr" if getattr(p, "is_hr_pass", False) else "first"
+        _save(folder, f"noise_{stage}_{p.iteration}", kwargs.get("noise"))
+        if self.is_img2img:
+            _save(folder, f"init_after_{p.iteration}", getattr(p, "init_latent", None))
+
+    def post_sample(self, p, ps, *args):
+        folder = self._folder(args)
+        if folder:
+            _save(folder, f"samples_{p.iteration}", ps.samples)

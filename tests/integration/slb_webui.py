@@ -1,0 +1,179 @@
+"""Request builders and result readers shared by the real-host tests (not a test module).
+
+Every request built here sets, in ``override_settings``, each WebUI option a test's outcome
+depends on: the WebUI keeps API overrides into later requests (HOST-NOTES 12), so a test
+must never rely on an option's default.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = "signal leak bias"  # the extension's title, as the API names alwayson scripts
+PROBE = "slb probe"  # tests/integration/probe_extension
+XYZ = "x/y/z plot"
+MANUAL = "manual (no preset)"
+SEED = 1234
+SIZE = 64  # image side; the tiny UNet needs multiples of 16, the VAE divides by 8
+LATENT = SIZE // 8
+SD_SIGMA_MAX = 14.614641  # largest sigma of the SD 1.x schedule the tiny model uses
+
+# Presets the `presets` fixture writes with the library before any fit through the API:
+# name -> (latent channels, model family); the tiny model is SD 1.x with 4 latent channels.
+TEST_PRESETS = {
+    "test-sd1": (4, "sd1"),
+    "test-sdxl": (4, "sdxl"),  # another latent space: refused unless the setting allows it
+    "test-3ch": (3, "sd1"),  # wrong channel count: always refused
+}
+BROKEN_PRESET = "test-broken"  # not a safetensors file: listed as unusable, with the reason
+
+# Options whose value changes what a request produces (see the module docstring).
+SETTINGS = {
+    "signal_leak_allow_other_families": False,
+    "sgm_noise_multiplier": False,
+    "randn_source": "GPU",
+    "eta_noise_seed_delta": 0,
+    "overlay_inpaint": False,  # inpainting: return decoded pixels, not the pasted original
+    "img2img_color_correction": False,
+    "img2img_fix_steps": False,
+    "sd_vae_encode_method": "Full",
+    "sd_vae_decode_method": "Full",
+    "return_grid": True,
+    "samples_save": False,
+    "grid_save": False,
+    "enable_pnginfo": True,
+}
+
+
+def txt2img_request(leak: object = None, *, settings: dict | None = None, **fields: object
+                    ) -> dict:
+    """A 64x64, 3-step Euler txt2img request; ``leak`` (a dict or a positional list) enables
+    the extension with those arguments."""
+    request = {
+        "prompt": "a photo of a (cat:1.2), detailed",
+        "negative_prompt": "blurry",
+        "seed": SEED,
+        "subseed": -1,
+        "subseed_strength": 0,
+        "steps": 3,
+        "width": SIZE,
+        "height": SIZE,
+        "cfg_scale": 7,
+        "sampler_name": "Euler",
+        "scheduler": "Automatic",
+        "batch_size": 1,
+        "n_iter": 1,
+        "send_images": True,
+        "save_images": False,
+        "override_settings": {**SETTINGS, **(settings or {})},
+        "override_settings_restore_afterwards": True,
+    }
+    request.update(fields)
+    if leak is not None:
+        with_leak(request, leak)
+    return request
+
+
+def init_image() -> np.ndarray:
+    """A smooth 64x64 RGB test picture (gradients), uint8."""
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE]
+    rgb = np.stack([xx * 4, yy * 4, 255 - 2 * xx - 2 * yy], axis=-1)
+    return rgb.clip(0, 255).astype(np.uint8)
+
+
+def right_half_mask() -> np.ndarray:
+    """Inpaint mask: white (regenerate) on the right half, black (keep) on the left."""
+    mask = np.zeros((SIZE, SIZE), np.uint8)
+    mask[:, SIZE // 2:] = 255
+    return mask
+
+
+def img2img_request(leak: object = None, *, mask: np.ndarray | None = None,
+                    settings: dict | None = None, **fields: object) -> dict:
+    """A 64x64, 4-step img2img of :func:`init_image` (inpainting when ``mask`` is given:
+    no blur, "original" fill, whole picture)."""
+    request = txt2img_request(settings=settings, steps=4, init_images=[png_b64(init_image())],
+                              denoising_strength=0.75, resize_mode=0, **fields)
+    if mask is not None:
+        request.update(mask=png_b64(mask), mask_blur=0, inpainting_fill=1,
+                       inpaint_full_res=False, inpainting_mask_invert=0)
+    if leak is not None:
+        with_leak(request, leak)
+    return request
+
+
+def with_leak(request: dict, leak: object) -> dict:
+    args = [leak] if isinstance(leak, dict) else list(leak)  # type: ignore[call-overload]
+    request.setdefault("alwayson_scripts", {})[SCRIPT] = {"args": args}
+    return request
+
+
+def with_probe(request: dict, folder: Path) -> dict:
+    request.setdefault("alwayson_scripts", {})[PROBE] = {"args": [str(folder)]}
+    return request
+
+
+# --------------------------------------------------------------------------- results
+
+
+def png_b64(array: np.ndarray) -> str:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def image_bytes(answer: dict, index: int = 0) -> bytes:
+    return base64.b64decode(answer["images"][index])
+
+
+def pixels(answer: dict, index: int = 0) -> np.ndarray:
+    """Image ``index`` of an answer as an int16 (H, W, 3) array (differences stay signed)."""
+    with Image.open(io.BytesIO(image_bytes(answer, index))) as image:
+        return np.asarray(image.convert("RGB")).astype(np.int16)
+
+
+def infotexts(answer: dict) -> list[str]:
+    return json.loads(answer["info"])["infotexts"]
+
+
+def info(answer: dict) -> dict:
+    return json.loads(answer["info"])
+
+
+def load_probe(folder: Path, name: str) -> np.ndarray:
+    """A tensor the probe extension saved (see its docstring for the names)."""
+    path = Path(folder) / f"{name}.npy"
+    written = sorted(p.name for p in path.parent.iterdir())
+    assert path.is_file(), f"the probe wrote no {path.name}; it wrote {written}"
+    return np.load(path)
+
+
+def fit_start(start: np.ndarray, leak: np.ndarray, noise: np.ndarray) -> tuple[float, float,
+                                                                               float]:
+    """Least-squares ``a, b`` with ``start = a * leak + b * noise``; returns ``(a, b, max
+    residual)``. The tensors are (C, H, W) or anything of one shape."""
+    design = np.stack([leak.ravel(), noise.ravel()], axis=1).astype(np.float64)
+    target = start.ravel().astype(np.float64)
+    (a, b), *_ = np.linalg.lstsq(design, target, rcond=None)
+    residual = float(np.abs(design @ np.array([a, b]) - target).max())
+    return float(a), float(b), residual
+
+
+def sd_alphas_cumprod() -> np.ndarray:
+    """``alphas_cumprod`` of the SD 1.x schedule (linear in sqrt(beta), 0.00085..0.012)."""
+    betas = np.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=np.float64) ** 2
+    return np.cumprod(1.0 - betas)
+
+
+def import_slb() -> None:
+    """Make this repository's ``slb`` importable in the test process (it needs torch)."""
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))

@@ -1,0 +1,66 @@
+"""Stand-in for A1111 ``modules/ui_components.py`` (ToolButton 12-21, Form* 34-72,
+InputAccordion 88-144) on whichever gradio the stand-in uses; re-import after switching.
+
+``InputAccordion`` is, as in A1111, a ``gr.Checkbox`` SUBCLASS: a hidden checkbox whose bool
+value is the open state of the accordion it owns (``.accordion``); as a context manager it
+enters that accordion; ``.extra()`` gives a column for widgets in the accordion header.
+"""
+
+from modules.standin_gradio import gradio
+
+gr = gradio()
+
+
+class FormComponent:
+    """Marker: A1111 lets these sit directly inside a gradio Form."""
+
+    def get_expected_parent(self):
+        return getattr(getattr(gr, "components", None), "Form", None)
+
+
+def _form_variant(name, base, block_name, **members):
+    return type(name, (FormComponent, base),
+                {"get_block_name": lambda self: block_name, "__module__": __name__, **members})
+
+
+def _tool_button_init(self, *args, **kwargs):
+    classes = ["tool", *kwargs.pop("elem_classes", [])]
+    gr.Button.__init__(self, *args, elem_classes=classes, **kwargs)
+
+
+FormRow = _form_variant("FormRow", gr.Row, "row")
+FormColumn = _form_variant("FormColumn", gr.Column, "column")
+FormGroup = _form_variant("FormGroup", gr.Group, "group")
+FormHTML = _form_variant("FormHTML", gr.HTML, "html")
+ToolButton = _form_variant("ToolButton", gr.Button, "button", __init__=_tool_button_init)
+
+
+class InputAccordion(gr.Checkbox):
+    global_index = 0
+
+    def __init__(self, value, **kwargs):
+        own_id = kwargs.get("elem_id")
+        if own_id is None:
+            own_id = f"input-accordion-{InputAccordion.global_index}"
+            InputAccordion.global_index += 1
+        self.accordion_id = own_id
+        super().__init__(value, **{**kwargs, "elem_id": f"{own_id}-checkbox", "visible": False})
+        self.change(fn=None, _js=f'function(c){{ inputAccordionChecked("{own_id}", c); }}',
+                    inputs=[self])
+        self.accordion = gr.Accordion(**{**kwargs, "elem_id": own_id, "open": value,
+                                         "label": kwargs.get("label", "Accordion"),
+                                         "elem_classes": ["input-accordion"]})
+
+    def extra(self):
+        return gr.Column(elem_id=f"{self.accordion_id}-extra",
+                         elem_classes="input-accordion-extra", min_width=0)
+
+    def __enter__(self):
+        self.accordion.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.accordion.__exit__(*exc)
+
+    def get_block_name(self):
+        return "checkbox"
