@@ -32,7 +32,9 @@ from .mixing import StartConvention, sampler_input
 from .preset import Preset, preset_from_bytes, preset_to_bytes
 from .sampling import LeakSampler
 
-DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco128"
+DEFAULT_IMAGES = next((p for p in (Path(__file__).resolve().parents[2] / "shared" / "data" /
+                       "coco128", Path("/work/shared/data/coco128")) if p.is_dir()),
+                      Path("coco128"))
 
 
 class BenchEncoder(torch.nn.Module):

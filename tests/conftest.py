@@ -18,7 +18,19 @@ from standin.fixtures import fresh_host, fresh_host_factory  # noqa: E402, F401
 
 from slb.fitting import FitAccumulator  # noqa: E402
 
-COCO128 = Path(os.environ.get("SLB_COCO128", ROOT.parent / "shared" / "data" / "coco128"))
+
+def _find_coco128() -> Path:
+    """The shared natural-image set: $SLB_COCO128, else ../shared/data/coco128 beside the
+    checkout, else the workplace's /work/shared copy."""
+    candidates = [os.environ.get("SLB_COCO128"), ROOT.parent / "shared" / "data" / "coco128",
+                  Path("/work/shared/data/coco128")]
+    for c in candidates:
+        if c and Path(c).is_dir():
+            return Path(c)
+    return ROOT.parent / "shared" / "data" / "coco128"
+
+
+COCO128 = _find_coco128()
 
 
 class TinyEncoder(torch.nn.Module):
