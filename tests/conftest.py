@@ -73,6 +73,20 @@ def coco128() -> Path:
     return COCO128
 
 
+def photo_folder(coco128: Path, folder: Path, count: int, broken: str = "") -> Path:
+    """``count`` real photos copied into ``folder``, plus an unreadable file named ``broken``."""
+    import shutil
+
+    from slb.images import list_image_files
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in list_image_files(coco128)[:count]:
+        shutil.copy(f, folder / f.name)
+    if broken:
+        (folder / broken).write_bytes(b"\xff\xd8 not an image")
+    return folder
+
+
 @pytest.fixture(scope="session")
 def encoder() -> TinyEncoder:
     return make_encoder()

@@ -10,6 +10,7 @@ from PIL import Image
 from slb.cli import main
 from slb.images import list_image_files
 from slb.preset import load_preset, save_preset
+from tests.conftest import photo_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,11 +75,7 @@ def test_preview_writes_png(saved, tmp_path):
 
 
 def test_fit_with_own_encoder_then_info(coco128, tmp_path, capsys):
-    folder = tmp_path / "imgs"
-    folder.mkdir()
-    for f in list_image_files(coco128)[:6]:
-        shutil.copy(f, folder / f.name)
-    (folder / "broken.jpg").write_bytes(b"\xff\xd8 nope")
+    folder = photo_folder(coco128, tmp_path / "imgs", 6, broken="broken.jpg")
     args = ["fit", str(folder), "tiny", "--encoder", "tests.conftest:make_encoder", "--size", "64",
             "--kind", "dct+pixel", "-n", "3", "--out-dir", str(tmp_path)]
     assert main(args) == 0

@@ -19,7 +19,7 @@ from slb.mixing import swap_lowfreq
 from slb.preset import save_preset
 from slb.sampling import LeakSampler
 from slb.settings import ARG_NAMES, MANUAL
-from tests.conftest import make_preset
+from tests.conftest import make_preset, photo_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "signal_leak_bias.py"
@@ -429,17 +429,9 @@ def test_sd2_presets_serve_sd1_models(host):
 # --- fitting through the UI handler ---------------------------------------------------------------
 
 def test_fit_button_saves_a_preset_the_next_generation_uses(host, coco128, tmp_path):
-    import shutil
-
     import modules.paths as paths
 
-    from slb.images import list_image_files
-
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for f in list_image_files(coco128)[:6]:
-        shutil.copy(f, folder / f.name)
-    (folder / "broken.png").write_bytes(b"nope")
+    folder = photo_folder(coco128, tmp_path / "photos", 6, broken="broken.png")
     module = host.script(TITLE).__class__.__module__
     mod = next(m for m in host.modules if m.__name__ == module) if hasattr(host, "modules") \
         else None

@@ -5,18 +5,16 @@ from __future__ import annotations
 
 import base64
 import io
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from slb.images import list_image_files
 from slb.preset import save_preset
 from slb.sampling import LeakSampler
 from slb.settings import ARG_NAMES, MANUAL, LeakSettings
-from tests.conftest import make_preset
+from tests.conftest import make_preset, photo_folder
 
 pytestmark = pytest.mark.gradio
 
@@ -147,11 +145,7 @@ def test_post_sample_errors(client, body, status, words):
 
 
 def test_post_fit_then_listed_and_used(client, coco128, tmp_path):
-    folder = tmp_path / "imgs"
-    folder.mkdir()
-    for f in list_image_files(coco128)[:5]:
-        shutil.copy(f, folder / f.name)
-    (folder / "bad.jpg").write_bytes(b"nope")
+    folder = photo_folder(coco128, tmp_path / "imgs", 5, broken="bad.jpg")
     r = client.post("/signal-leak/v1/fit", json={"folder": str(folder), "name": "api fit",
                                                  "kind": "pixel", "resolution": 64})
     assert r.status_code == 200, r.text
