@@ -26,7 +26,6 @@ from modules import (
     sd_samplers_timesteps,
     shared,
 )
-from PIL import Image
 
 # A1111 puts the extension folder on sys.path only while this file is imported, so every
 # part of the library is imported now, never lazily. Other loaders get the folder added for
@@ -44,12 +43,13 @@ from slb.generation import AppliedMarks, LeakEngine, LeakPlan, plan_generation  
 from slb.images import NoUsableImagesError  # noqa: E402
 from slb.infotext import KEY, paste_value, remove_entries  # noqa: E402
 from slb.library import PresetLibrary  # noqa: E402
-from slb.mixing import StartConvention, sampler_input  # noqa: E402
+from slb.mixing import StartConvention, vp_target  # noqa: E402
 from slb.preset import PresetError, save_preset  # noqa: E402
 from slb.settings import (  # noqa: E402
     ARG_NAMES,
     MANUAL,
     MAX_CHANNELS,
+    LeakSettings,
     SettingsError,
     settings_from_args,
 )
@@ -101,17 +101,18 @@ def preset_choices() -> list[str]:
 
 def presets_summary(name: str) -> str:
     """HTML: the chosen preset's summary line, then any unusable files with their reason."""
+    entries = library().entries()  # one scan of the folders for both parts
     lines = []
     if name and name != MANUAL:
-        try:
-            p = library().get(name)
-            lines.append(f"<b>{html.escape(name)}</b>: {html.escape(p.summary())}")
-        except PresetError as exc:
-            lines.append(f"<span style='color:var(--error-text-color,#c00)'>"
-                         f"{html.escape(str(exc))}</span>")
+        entry = next((e for e in entries if e.name == name and e.usable), None)
+        if entry is not None:
+            lines.append(f"<b>{html.escape(name)}</b>: {html.escape(entry.preset.summary())}")
+        else:
+            lines.append(f"<span style='color:var(--error-text-color,#c00)'>no usable preset "
+                         f"named {html.escape(name)}</span>")
     else:
         lines.append("Manual: the leak is the fixed channel means below (0 where not set).")
-    for entry in library().broken():
+    for entry in (e for e in entries if not e.usable):
         lines.append(f"<span style='opacity:.75'>unusable: {html.escape(entry.path.name)}: "
                      f"{html.escape(entry.reason)}</span>")
     return "<br>".join(lines)
@@ -192,14 +193,24 @@ def _fit_button(folder: str, name: str, kind: str, n_components: float, resoluti
 
 # --- preview ---------------------------------------------------------------------------
 
+def _model_of(p: object = None) -> object:
+    model = getattr(p, "sd_model", None)
+    return model if model is not None else shared.sd_model
+
+
+def _plan(settings: LeakSettings, sd_model: object) -> LeakPlan:
+    """The plan for the loaded model, with the user's family setting."""
+    return plan_generation(settings, library().get,
+                           model_channels=host.latent_channels(sd_model),
+                           model_family=host.model_family(sd_model),
+                           allow_other_families=bool(shared.opts.data.get(OPT_ALLOW, False)))
+
+
 def _preview(image_seed, width, height, *leak_args):  # noqa: ANN001, ANN201
     try:
         settings = settings_from_args([True, *leak_args])
-        sd_model = shared.sd_model
-        channels = host.latent_channels(sd_model)
-        plan = plan_generation(settings, library().get, model_channels=channels,
-                               model_family=host.model_family(sd_model),
-                               allow_other_families=bool(shared.opts.data.get(OPT_ALLOW, False)))
+        plan = _plan(settings, shared.sd_model)
+        channels = host.latent_channels(shared.sd_model)
         if plan.reason:
             return None, html.escape(plan.reason)
         seed = int(image_seed) if image_seed is not None and int(image_seed) >= 0 else 0
@@ -207,12 +218,12 @@ def _preview(image_seed, width, height, *leak_args):  # noqa: ANN001, ANN201
         leak = ENGINE.draw(plan, shape, torch.device("cpu"), [seed])
         noise = torch.randn((1, *shape), generator=torch.Generator().manual_seed(seed))
         conv = StartConvention.ve(14.6146)  # the SD schedule's largest sigma
-        start = sampler_input(noise, leak, conv, settings.strength) * conv.leak_weight
-        plain = noise * conv.leak_weight * conv.sigma0
+        plain = vp_target(noise, leak, conv, 0.0)
+        start = vp_target(noise, leak, conv, settings.strength)
         tiles = [_decode_cheap(t) for t in (leak * settings.strength, plain, start)]
         note = (f"Seed {seed}: leak L, the plain start, and the start with the leak "
                 f"(VP form, sqrt(abar)={conv.leak_weight:.3f}).")
-        return _side_by_side(tiles), note
+        return slb_preview.side_by_side(tiles), note
     except (SettingsError, PresetError, ValueError) as exc:
         return None, html.escape(str(exc))
 
@@ -225,19 +236,6 @@ def _decode_cheap(latent: torch.Tensor):  # noqa: ANN202
         return arr.numpy()
     except Exception:  # other latent spaces: our own linear map
         return slb_preview.latent_to_rgb(latent[0], host.model_family(shared.sd_model))
-
-
-def _side_by_side(arrays: list) -> Image.Image:
-    tiles = [Image.fromarray(a) for a in arrays]
-    scale = max(1, 256 // max(tiles[0].height, 1))
-    tiles = [t.resize((t.width * scale, t.height * scale), Image.NEAREST) for t in tiles]
-    out = Image.new("RGB", (sum(t.width for t in tiles) + 8 * (len(tiles) - 1), tiles[0].height),
-                    (255, 255, 255))
-    x = 0
-    for t in tiles:
-        out.paste(t, (x, 0))
-        x += t.width + 8
-    return out
 
 
 # --- the script ------------------------------------------------------------------------
@@ -355,11 +353,7 @@ class SignalLeakBiasScript(scripts.Script):
             return
         if not settings.enabled:
             return
-        sd_model = p.sd_model if getattr(p, "sd_model", None) is not None else shared.sd_model
-        plan = plan_generation(settings, library().get,
-                               model_channels=host.latent_channels(sd_model),
-                               model_family=host.model_family(sd_model),
-                               allow_other_families=bool(shared.opts.data.get(OPT_ALLOW, False)))
+        plan = _plan(settings, _model_of(p))
         p._slb_plan = plan
         p.extra_generation_params.update(plan.infotext())
         if plan.reason:
@@ -382,7 +376,7 @@ class SignalLeakBiasScript(scripts.Script):
             self._not_applied(p, plan, f"preset {plan.label} has {plan.preset.channels} latent "
                               f"channels; the model's latents have {noise.shape[1]}")
             return
-        sd_model = getattr(p, "sd_model", None) or shared.sd_model
+        sd_model = _model_of(p)
         info = host.start_info(
             p, p.sampler, p.steps, sgm_noise_multiplier=bool(shared.opts.sgm_noise_multiplier),
             kdiffusion_class=sd_samplers_kdiffusion.KDiffusionSampler,

@@ -32,7 +32,16 @@ def latent_to_rgb(latent: torch.Tensor, model_family: str = "sd1") -> np.ndarray
 def preview_image(latents: list[torch.Tensor], model_family: str = "sd1", scale: int = 4,
                   gap: int = 4) -> Image.Image:
     """Latents side by side as one RGB image, each enlarged ``scale`` times (nearest)."""
-    tiles = [Image.fromarray(latent_to_rgb(t, model_family)) for t in latents]
+    return side_by_side([latent_to_rgb(t, model_family) for t in latents], scale, gap)
+
+
+def side_by_side(arrays: list[np.ndarray], scale: int | None = None, gap: int = 8
+                 ) -> Image.Image:
+    """``(h, w, 3)`` uint8 images in a row on white, enlarged ``scale`` times (nearest;
+    default: to about 256 px high)."""
+    tiles = [Image.fromarray(a) for a in arrays]
+    if scale is None:
+        scale = max(1, 256 // max(tiles[0].height, 1))
     tiles = [t.resize((t.width * scale, t.height * scale), Image.NEAREST) for t in tiles]
     width = sum(t.width for t in tiles) + gap * (len(tiles) - 1)
     out = Image.new("RGB", (width, max(t.height for t in tiles)), (255, 255, 255))

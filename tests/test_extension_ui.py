@@ -178,3 +178,14 @@ def test_leak_applies_on_cuda_like_devices_only_through_the_noise_tensor(ui_host
     res = ui_host.txt2img(args, seed=1)
     assert res.errors == []
     assert res.record("txt2img")["received_x"].dtype == torch.float32
+
+
+def test_preview_start_tile_carries_the_leak(ui_host):
+    # channel 0 mean 3 brightens the start by sqrt(abar) * 3 latent units (about 8 levels)
+    mod = _module(ui_host)
+    means = [True, 3.0, False, 0.0, False, 0.0, False, 0.0]
+    img, _ = mod._preview(1, 128, 128, MANUAL, 1.0, "sampled", *means, -1)
+    arr = np.asarray(img).astype(float)
+    third = (arr.shape[1] - 16) // 3
+    plain, start = arr[:, third + 8:2 * third + 8], arr[:, 2 * third + 16:]
+    assert start.mean() - plain.mean() > 4
