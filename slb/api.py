@@ -10,20 +10,22 @@ from __future__ import annotations
 import base64
 import io
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from .library import PresetLibrary
+from .limits import FIT_SIZE_RANGE, MAX_BATCH, MAX_COMPONENTS, fit_size_problem, shape_problem
 from .preset import PresetError, validate_name
 from .sampling import IncompatiblePresetError, LeakSampler
-from .settings import MANUAL, SettingsError, settings_from_dict
+from .settings import MANUAL, SettingsError, settings_from_dict, short_repr
 
 FIT_KEYS = {"folder", "name", "kind", "n_components", "resolution", "crop", "recursive",
             "overwrite", "batch_size"}
 SAMPLE_KEYS = {"preset", "shape", "seed", "strength", "lf", "means", "format"}
-MAX_SAMPLE_ELEMENTS = 16 * 512 * 512  # a latent of 4096x4096 px; larger requests are refused
+CROP_RE = re.compile(r"center|random:-?[0-9]{1,18}")
 
 
 class ApiError(Exception):
@@ -60,7 +62,7 @@ class FitRequest:
     crop: str = "center"
     recursive: bool = False
     overwrite: bool = False
-    batch_size: int = 4
+    batch_size: int | None = None  # None: chosen from the device (fitting.auto_batch_size)
 
 
 def _int(body: Mapping[str, object], key: str, default: int | None, lo: int, hi: int
@@ -68,8 +70,9 @@ def _int(body: Mapping[str, object], key: str, default: int | None, lo: int, hi:
     value = body.get(key, default)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
-        raise ApiError(422, f"{key} must be an integer, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+            isinstance(value, float) and not (math.isfinite(value) and value.is_integer())):
+        raise ApiError(422, f"{key} must be an integer, got {short_repr(value)}")
     if not lo <= int(value) <= hi:
         raise ApiError(422, f"{key} must lie in {lo}..{hi}, got {value}")
     return int(value)
@@ -96,17 +99,18 @@ def parse_fit_request(body: object) -> FitRequest:
     if kind not in ("pixel", "dct+pixel"):
         raise ApiError(422, f"kind must be 'pixel' or 'dct+pixel', got {kind!r}")
     crop = b.get("crop", "center")
-    if not isinstance(crop, str) or not (crop == "center" or (
-            crop.startswith("random:") and crop[7:].lstrip("-").isdigit())):
-        raise ApiError(422, f"crop must be 'center' or 'random:<seed>', got {crop!r}")
-    resolution = _int(b, "resolution", None, 64, 4096)
-    if resolution is not None and resolution % 8:
-        raise ApiError(422, f"resolution must be a multiple of 8, got {resolution}")
+    if not isinstance(crop, str) or not CROP_RE.fullmatch(crop):
+        raise ApiError(422, f"crop must be 'center' or 'random:<seed>', got {short_repr(crop)}")
+    if "\0" in str(b["folder"]):
+        raise ApiError(422, "folder must not contain NUL characters")
+    resolution = _int(b, "resolution", None, *FIT_SIZE_RANGE)
+    if resolution is not None and fit_size_problem(resolution):
+        raise ApiError(422, "resolution: " + fit_size_problem(resolution))
     return FitRequest(folder=str(b["folder"]), name=str(b["name"]), kind=str(kind),
-                      n_components=_int(b, "n_components", 3, 1, 256) or 3,
+                      n_components=_int(b, "n_components", 3, 1, MAX_COMPONENTS) or 3,
                       resolution=resolution, crop=crop, recursive=_bool(b, "recursive"),
                       overwrite=_bool(b, "overwrite"),
-                      batch_size=_int(b, "batch_size", 4, 1, 256) or 4)
+                      batch_size=_int(b, "batch_size", None, 1, MAX_BATCH))
 
 
 def sample_payload(body: object, library: PresetLibrary, model_family: str = "sd1") -> dict:
@@ -119,8 +123,8 @@ def sample_payload(body: object, library: PresetLibrary, model_family: str = "sd
     if not (isinstance(shape, list) and len(shape) == 3 and all(
             isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)):
         raise ApiError(422, "shape must be [C, H, W] with positive integers")
-    if math.prod(shape) > MAX_SAMPLE_ELEMENTS:
-        raise ApiError(422, f"shape {shape} is too large (at most {MAX_SAMPLE_ELEMENTS} values)")
+    if shape_problem(tuple(shape)):
+        raise ApiError(422, shape_problem(tuple(shape)))
     try:
         settings = settings_from_dict({k: v for k, v in b.items()
                                        if k in ("preset", "strength", "lf", "means", "seed")})

@@ -85,6 +85,12 @@ class VaeLikeEncoder(torch.nn.Module):
         return self.net(x) * 0.18215
 
 
+def try_encoder(device: torch.device | str = "cpu") -> torch.nn.Module:
+    """A fixed random-weight encoder for trying ``python -m slb fit`` without a VAE
+    (``--encoder slb.bench:try_encoder``): real fitting code, meaningless statistics."""
+    return BenchEncoder(16).to(device)
+
+
 def make_encoder(kind: str, width: int) -> torch.nn.Module:
     return VaeLikeEncoder() if kind == "vae" else BenchEncoder(width)
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import time
 from pathlib import Path
 
+from .files import atomic_write
 from .gaussian_world import WorldReport, run_gaussian_world
 
 
-def _figure(reports: list[WorldReport], out: Path) -> None:
+def _figure(reports: list[WorldReport], out: Path, overwrite: bool) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -31,18 +33,21 @@ def _figure(reports: list[WorldReport], out: Path) -> None:
     fig.suptitle("Gaussian world: a plain-noise start shrinks the low frequencies; the leak "
                  "restores them", fontsize=11)
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
+    atomic_write(out, buf.getvalue(), overwrite=overwrite)
 
 
-def run_demo(out: Path, steps: int = 30, seed: int = 0) -> list[WorldReport]:
+def run_demo(out: Path, steps: int = 30, seed: int = 0, overwrite: bool = False
+             ) -> list[WorldReport]:
     """Run the experiment, print its numbers and write the figure (needs matplotlib)."""
     start = time.perf_counter()
     reports = run_gaussian_world(steps=steps, seed=seed)
     for rep in reports:
         print("\n".join(rep.lines()))
     try:
-        _figure(reports, out)
+        _figure(reports, out, overwrite)
     except ImportError:
         print("matplotlib is not installed: no figure written (pip install matplotlib)")
     else:

@@ -13,18 +13,16 @@ import time
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import safetensors.torch
 import torch
 
 from .dct import Coord, lf_coefficients, lf_image, lowfreq_basis, lowfreq_coords
+from .files import printable
 from .images import ImageBatches, NoUsableImagesError, SkippedImage
 from .moments import ElementMoments, VectorMoments
 from .preset import KINDS, Preset
 
 Encoder = Callable[[torch.Tensor], torch.Tensor]
-_PARTIAL_FORMAT = "slb-partial-1"
 
 
 class FitInterrupted(RuntimeError):
@@ -106,41 +104,6 @@ class FitAccumulator:
         metadata.setdefault("images", self.count)
         return Preset.create(self.kind, self.tensors(), **metadata)  # type: ignore[arg-type]
 
-    # --- partial fits, for sharded fitting on several machines -----------------------------
-    def save_partial(self, path: str | os.PathLike, extra: dict[str, str] | None = None) -> None:
-        """Write the raw float64 accumulators so another machine's shard can be merged."""
-        if self.kind == "pixel":
-            parts = {"pixel.mean": self.pixel.mean, "pixel.m2": self.pixel.m2}
-        else:
-            parts = {"lf.mean": self.lf.mean, "lf.c2": self.lf.c2, "hf.mean": self.hf.mean,
-                     "hf.m2": self.hf.m2,
-                     "coords": torch.tensor(self.coords, dtype=torch.int64).reshape(-1, 2)}
-        meta = {"format": _PARTIAL_FORMAT, "kind": self.kind, "count": str(self.count),
-                "latent_shape": ",".join(map(str, self.latent_shape)), **(extra or {})}
-        safetensors.torch.save_file({k: v.cpu().contiguous() for k, v in parts.items()},
-                                    str(path), metadata=meta)
-
-    @classmethod
-    def load_partial(cls, path: str | os.PathLike) -> tuple[FitAccumulator, dict[str, str]]:
-        """Read a file written by :meth:`save_partial`; returns it and its metadata."""
-        with safetensors.safe_open(str(path), framework="pt") as fh:
-            meta = fh.metadata() or {}
-            parts = {k: fh.get_tensor(k) for k in fh.keys()}
-        if meta.get("format") != _PARTIAL_FORMAT:
-            raise ValueError(f"{Path(path).name} is not a partial fit written by slb")
-        shape = tuple(int(s) for s in meta["latent_shape"].split(","))
-        count = int(meta["count"])
-        if meta["kind"] == "pixel":
-            acc = cls("pixel", shape)  # type: ignore[arg-type]
-            acc.pixel.mean, acc.pixel.m2, acc.pixel.count = parts["pixel.mean"], parts[
-                "pixel.m2"], count
-        else:
-            coords = [(int(u), int(v)) for u, v in parts["coords"].tolist()]
-            acc = cls("dct+pixel", shape, coords=coords)  # type: ignore[arg-type]
-            acc.lf.mean, acc.lf.c2, acc.lf.count = parts["lf.mean"], parts["lf.c2"], count
-            acc.hf.mean, acc.hf.m2, acc.hf.count = parts["hf.mean"], parts["hf.m2"], count
-        return acc, meta
-
 
 @dataclass
 class FitResult:
@@ -167,7 +130,7 @@ class _FitState:
         if not bool(finite.all()):
             for i in torch.nonzero(~finite).flatten().tolist():
                 label = names[i] if names else f"image {offset + i}"
-                self.bad.append(SkippedImage(label, "the encoder produced NaN/inf values"))
+                self.bad.append(SkippedImage(printable(label), "the encoder produced NaN/inf values"))
             latents = latents[finite]
         if not latents.shape[0]:
             return
@@ -219,6 +182,33 @@ class _BackoffEncoder:
         return torch.cat(outs) if len(outs) > 1 else outs[0]
 
 
+# Activation memory of an SD-sized VAE encoder for one 512 px image at 2 bytes per value
+# (fp16), with headroom; scaled by pixels and by the dtype's size.
+_VAE_BYTES_PER_512PX_IMAGE = 2.5e9
+MAX_AUTO_BATCH = 8
+
+
+def auto_batch_size(device: torch.device | str | None, size: int = 512,
+                    dtype: torch.dtype | None = None) -> int:
+    """The batch size used when the caller does not choose one.
+
+    On the CPU batching buys no speed (the convolutions already use every core) and each
+    extra image costs its full activation memory, so one image at a time. On CUDA, as many
+    images as half of the free memory holds by an SD-VAE-sized estimate, at most 8; the
+    out-of-memory back-off still halves the batch if the estimate is wrong.
+    """
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    if dev.type != "cuda" or not torch.cuda.is_available():
+        return 1
+    try:
+        free, _ = torch.cuda.mem_get_info(dev)
+    except (RuntimeError, AssertionError):
+        return 1
+    elem = torch.finfo(dtype).bits // 8 if dtype is not None and dtype.is_floating_point else 4
+    per_image = _VAE_BYTES_PER_512PX_IMAGE * (size / 512) ** 2 * elem / 2
+    return int(max(1, min(MAX_AUTO_BATCH, (free * 0.5) // per_image)))
+
+
 def _as_batches(images: object, size: int, batch_size: int, crop: str, recursive: bool,
                 workers: int) -> tuple[Iterable, ImageBatches | None]:
     if isinstance(images, (str, os.PathLike)):
@@ -233,7 +223,8 @@ def _as_batches(images: object, size: int, batch_size: int, crop: str, recursive
 
 
 def fit(images: object, encode: Encoder, kind: str = "dct+pixel", n_components: int = 3, *,
-        size: int = 512, crop: str = "center", recursive: bool = False, batch_size: int = 4,
+        size: int = 512, crop: str = "center", recursive: bool = False,
+        batch_size: int | None = None,
         device: torch.device | str | None = None, dtype: torch.dtype | None = None,
         workers: int = min(4, os.cpu_count() or 2), encode_mode: str = "mean",
         progress: Callable[[int, int], None] | None = None,
@@ -250,6 +241,8 @@ def fit(images: object, encode: Encoder, kind: str = "dct+pixel", n_components: 
     """
     if kind not in KINDS:
         raise ValueError(f"unknown preset kind {kind!r}; expected one of {KINDS}")
+    if batch_size is None:
+        batch_size = auto_batch_size(device, size, dtype)
     if batch_size < 1:
         raise ValueError("batch size must be at least 1")
     start = time.perf_counter()

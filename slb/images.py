@@ -38,6 +38,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from .files import printable
+
 __all__ = [
     "IMAGE_EXTENSIONS",
     "ImageBatches",
@@ -447,7 +449,9 @@ class ImageBatches:
                 try:
                     tensor = future.result()
                 except ImageReadError as exc:
-                    self.skipped.append(SkippedImage(key, str(exc)))
+                    # printable: a name that is not valid UTF-8 must not break a console
+                    # or a JSON answer later
+                    self.skipped.append(SkippedImage(printable(key), printable(exc)))
                     continue
                 tensors.append(tensor)
                 names.append(key)

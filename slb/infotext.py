@@ -1,10 +1,10 @@
 """Infotext (DESIGN 7.4): the generation-parameter keys we write, and reading them back.
 
 Keys: ``Signal leak`` (preset name or ``manual``; with ``(not applied: reason)`` appended when
-the leak was not used), ``Signal leak hash``, ``Signal leak strength``, ``Signal leak LF``
-(only when ``zero``), ``Signal leak means`` (``0:1.5,2:-0.5``, only when any are fixed) and
-``Signal leak seed`` (only when fixed). Pasting restores every control; the enable toggle
-follows the presence of ``Signal leak``.
+the leak was not used, and then no other key), ``Signal leak hash``, ``Signal leak strength``,
+``Signal leak LF`` (only when ``zero``), ``Signal leak means`` (``0:1.5,2:-0.5``, only when
+any are fixed) and ``Signal leak seed`` (only when fixed). Pasting restores every control;
+the enable toggle follows the presence of ``Signal leak``.
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ def infotext_entries(settings: LeakSettings, preset_hash: str = "", reason: str 
                      ) -> dict[str, object]:
     """The keys for one generation (without the ones that take their default)."""
     name = "manual" if settings.is_manual else settings.preset
-    out: dict[str, object] = {KEY: f"{name}{NOT_APPLIED}{reason})" if reason else name}
+    if reason:  # DESIGN 7.4: hash, strength and the rest only describe an applied leak
+        return {KEY: f"{name}{NOT_APPLIED}{reason})"}
+    out: dict[str, object] = {KEY: name}
     if preset_hash and not settings.is_manual:
         out[KEY_HASH] = preset_hash
     out[KEY_STRENGTH] = _num(settings.strength)

@@ -3,7 +3,9 @@
 Folders are scanned in order (the extension's ``stats/`` first, then the user folder); a
 name that appears twice is served from the first folder and the later file is listed as
 unusable. Files are parsed once and re-read only when their size or mtime changes. A broken
-file never breaks the list.
+file never breaks the list, and a scan never blocks or reads much: FIFOs, devices and folders
+named like presets are listed as unusable without being opened for reading, and a file's
+header (declared tensors and sizes) is checked before its data is read (``read_preset_file``).
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ class PresetLibrary:
 
     def __init__(self, folders: list[str | os.PathLike]) -> None:
         self.folders = [Path(f) for f in folders]
-        self._cache: dict[Path, tuple[tuple[int, int], PresetEntry]] = {}
+        self._cache: dict[Path, tuple[tuple[int, ...], PresetEntry]] = {}
         self._lock = threading.Lock()
 
     def entries(self) -> list[PresetEntry]:
@@ -79,7 +81,7 @@ class PresetLibrary:
             st = path.stat()
         except OSError as exc:
             return PresetEntry(name, path, None, f"cannot read: {exc.strerror or exc}")
-        key = (st.st_size, st.st_mtime_ns)
+        key = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode)
         cached = self._cache.get(path)
         if cached is not None and cached[0] == key:
             return cached[1]

@@ -12,8 +12,8 @@ import json
 import math
 import os
 import re
+import stat
 import struct
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +22,7 @@ import torch
 
 from . import __version__
 from .dct import Coord
+from .files import ExistsError, atomic_write, describe_mode
 
 SLB_FORMAT = 1
 KINDS = ("pixel", "dct+pixel")
@@ -43,6 +44,14 @@ _WINDOWS_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 1
 _CROP_RE = re.compile(r"center|random:-?\d+")
 # Relative tolerance for the covariance symmetry check (float32 round-off is far below this).
 _SYMMETRY_RTOL = 1e-5
+# Per dimension, relative to the largest eigenvalue: a little above float32's epsilon.
+_PSD_RTOL = 2.4e-7
+# Limits on what a preset scan reads, checked from the file's type and header first.
+MAX_PRESET_BYTES = 256 * 2**20
+MAX_HEADER_BYTES = 2**20
+_ST_DTYPES = {"F32": torch.float32, "I64": torch.int64}
+MAX_LATENT_SIDE = 1024  # 8192 px images, 1024 channels: beyond any model in use
+MAX_COMPONENTS = 1024
 
 
 class PresetError(ValueError):
@@ -96,6 +105,69 @@ def _int_meta(meta: dict[str, str], key: str, minimum: int = 0) -> int:
     if value < minimum:
         raise PresetError(f"metadata {key}={value} must be at least {minimum}")
     return value
+
+
+def _validate_metadata(meta: dict[str, str], kind: str) -> tuple[int, int, int, int]:
+    """Check every metadata entry; return ``(C, h, w, n_components)``."""
+    missing = [k for k in REQUIRED_METADATA if k not in meta]
+    if missing:
+        raise PresetError(f"missing metadata key(s): {', '.join(missing)}")
+    fmt = _int_meta(meta, "slb_format", 1)
+    if fmt > SLB_FORMAT:
+        raise PresetError(f"slb_format {fmt} is newer than this version understands "
+                          f"({SLB_FORMAT}); update the extension")
+    if meta["kind"] not in KINDS or meta["kind"] != kind:
+        raise PresetError(f"metadata kind={meta['kind']!r} is not one of {KINDS}")
+    if meta["model_family"] not in MODEL_FAMILIES:
+        raise PresetError(f"metadata model_family={meta['model_family']!r} is not one of "
+                          f"{MODEL_FAMILIES}")
+    if meta["encode"] not in ENCODE_MODES:
+        raise PresetError(f"metadata encode={meta['encode']!r} is not one of {ENCODE_MODES}")
+    if not _CROP_RE.fullmatch(meta["crop"]):
+        raise PresetError(f"metadata crop={meta['crop']!r} is not 'center' or "
+                          "'random:<seed>'")
+    if any(sep in meta["source"] for sep in ("/", "\\")):
+        raise PresetError("metadata source must be a folder base name, not a path")
+    try:
+        scale = float(meta["scale_factor"])
+    except ValueError:
+        raise PresetError(f"metadata scale_factor={meta['scale_factor']!r} is not a "
+                          "number") from None
+    if not math.isfinite(scale) or scale <= 0:
+        raise PresetError(f"metadata scale_factor={scale} must be positive")
+    try:
+        _dt.datetime.fromisoformat(meta["created"].replace("Z", "+00:00"))
+    except ValueError:
+        raise PresetError(f"metadata created={meta['created']!r} is not ISO 8601") from None
+    _int_meta(meta, "images")
+    _int_meta(meta, "skipped")
+    c, h, w = _parse_ints(meta["latent_shape"], 3, "latent_shape")
+    if max(c, h, w) > MAX_LATENT_SIDE:
+        raise PresetError(f"metadata latent_shape={meta['latent_shape']!r} is too large "
+                          f"(at most {MAX_LATENT_SIDE} per axis)")
+    _parse_ints(meta["image_size"], 2, "image_size")
+    n = _int_meta(meta, "n_components")
+    if kind == "pixel" and n != 0:
+        raise PresetError(f"a pixel preset must have n_components=0, not {n}")
+    if kind == "dct+pixel" and not 1 <= n <= min(h * w, MAX_COMPONENTS):
+        raise PresetError(f"n_components={n} is out of range for a {h}x{w} latent "
+                          f"(1..{min(h * w, MAX_COMPONENTS)})")
+    return c, h, w, n
+
+
+def expected_tensors(meta: dict[str, str], kind: str
+                     ) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    """The tensors a preset with this metadata must hold: name -> (shape, dtype).
+
+    Validates the metadata first (:class:`PresetError` names the problem).
+    """
+    c, h, w, n = _validate_metadata(meta, kind)
+    f32 = torch.float32
+    if kind == "pixel":
+        return {"mean": ((c, h, w), f32), "var": ((c, h, w), f32)}
+    return {"lf_mean": ((n * c,), f32), "lf_cov": ((n * c, n * c), f32),
+            "lf_coords": ((n, 2), torch.int64), "hf_mean": ((c, h, w), f32),
+            "hf_var": ((c, h, w), f32)}
 
 
 @dataclass
@@ -196,66 +268,18 @@ class Preset:
     # --- validation ---------------------------------------------------------------------
     def validate(self) -> None:
         """Raise :class:`PresetError` naming the first problem found."""
-        meta = self.metadata
-        missing = [k for k in REQUIRED_METADATA if k not in meta]
-        if missing:
-            raise PresetError(f"missing metadata key(s): {', '.join(missing)}")
-        fmt = _int_meta(meta, "slb_format", 1)
-        if fmt > SLB_FORMAT:
-            raise PresetError(f"slb_format {fmt} is newer than this version understands "
-                              f"({SLB_FORMAT}); update the extension")
-        if meta["kind"] not in KINDS or meta["kind"] != self.kind:
-            raise PresetError(f"metadata kind={meta['kind']!r} is not one of {KINDS}")
-        if meta["model_family"] not in MODEL_FAMILIES:
-            raise PresetError(f"metadata model_family={meta['model_family']!r} is not one of "
-                              f"{MODEL_FAMILIES}")
-        if meta["encode"] not in ENCODE_MODES:
-            raise PresetError(f"metadata encode={meta['encode']!r} is not one of {ENCODE_MODES}")
-        if not _CROP_RE.fullmatch(meta["crop"]):
-            raise PresetError(f"metadata crop={meta['crop']!r} is not 'center' or "
-                              "'random:<seed>'")
-        if any(sep in meta["source"] for sep in ("/", "\\")):
-            raise PresetError("metadata source must be a folder base name, not a path")
-        try:
-            scale = float(meta["scale_factor"])
-        except ValueError:
-            raise PresetError(f"metadata scale_factor={meta['scale_factor']!r} is not a "
-                              "number") from None
-        if not math.isfinite(scale) or scale <= 0:
-            raise PresetError(f"metadata scale_factor={scale} must be positive")
-        try:
-            _dt.datetime.fromisoformat(meta["created"].replace("Z", "+00:00"))
-        except ValueError:
-            raise PresetError(f"metadata created={meta['created']!r} is not ISO 8601") from None
-        _int_meta(meta, "images")
-        _int_meta(meta, "skipped")
-        c, h, w = _parse_ints(meta["latent_shape"], 3, "latent_shape")
-        _parse_ints(meta["image_size"], 2, "image_size")
-        n = _int_meta(meta, "n_components")
-
-        expected = TENSOR_KEYS[self.kind]
+        expected = expected_tensors(self.metadata, self.kind)
         missing = [k for k in expected if k not in self.tensors]
         if missing:
             raise PresetError(f"missing tensor(s) for a {self.kind} preset: {', '.join(missing)}")
         extra = sorted(set(self.tensors) - set(expected))
         if extra:
             raise PresetError(f"unexpected tensor(s) for a {self.kind} preset: {', '.join(extra)}")
-
-        if self.kind == "pixel":
-            if n != 0:
-                raise PresetError(f"a pixel preset must have n_components=0, not {n}")
-            shapes = {"mean": (c, h, w), "var": (c, h, w)}
-        else:
-            if n < 1 or n > h * w:
-                raise PresetError(f"n_components={n} is out of range for a {h}x{w} latent")
-            shapes = {"lf_mean": (n * c,), "lf_cov": (n * c, n * c), "lf_coords": (n, 2),
-                      "hf_mean": (c, h, w), "hf_var": (c, h, w)}
-        for key, shape in shapes.items():
+        for key, (shape, want) in expected.items():
             t = self.tensors[key]
             if tuple(t.shape) != shape:
                 raise PresetError(f"tensor {key} has shape {tuple(t.shape)}, expected {shape} "
                                   f"from the metadata")
-            want = torch.int64 if key == "lf_coords" else torch.float32
             if t.dtype != want:
                 raise PresetError(f"tensor {key} has dtype {t.dtype}, expected {want}")
             if want == torch.float32 and not bool(torch.isfinite(t).all()):
@@ -264,7 +288,8 @@ class Preset:
             if key in self.tensors and bool((self.tensors[key] < 0).any()):
                 raise PresetError(f"tensor {key} has negative variances")
         if self.kind == "dct+pixel":
-            self._validate_lf(n, h, w)
+            _, h, w = self.latent_shape
+            self._validate_lf(self.n_components, h, w)
         self._coords = None
 
     def _validate_lf(self, n: int, h: int, w: int) -> None:
@@ -283,41 +308,143 @@ class Preset:
             raise PresetError(f"tensor lf_cov is not symmetric (max |C - C^T| = {asym:.3g})")
         if bool((torch.diagonal(cov) < 0).any()):
             raise PresetError("tensor lf_cov has negative variances on its diagonal")
+        # A covariance is positive semi-definite. Eigenvalues below zero by more than float32
+        # storage round-off (at most ~dim * eps * the largest eigenvalue) mean the file is
+        # not a covariance: sampling would have to change it silently.
+        evals = torch.linalg.eigvalsh((cov + cov.T) / 2)
+        top = float(evals.abs().max()) if evals.numel() else 0.0
+        lowest = float(evals.min()) if evals.numel() else 0.0
+        if lowest < -_PSD_RTOL * cov.shape[0] * top:
+            raise PresetError(f"tensor lf_cov is not positive semi-definite (eigenvalue "
+                              f"{lowest:.3g}, largest {top:.3g}); it is not a covariance")
 
 
 # --- reading ----------------------------------------------------------------------------
 
-def _read_header_metadata(data: bytes) -> dict[str, str]:
-    if len(data) < 8:
+def parse_header(head: bytes, file_size: int) -> tuple[dict, int]:
+    """The safetensors JSON header of a file of ``file_size`` bytes starting with ``head``
+    (at least its first 8 bytes); returns the header and its length."""
+    if file_size < 8 or len(head) < 8:
         raise PresetError("file is too short to be a safetensors file")
-    (length,) = struct.unpack("<Q", data[:8])
-    if length > len(data) - 8 or length > 100_000_000:
+    (length,) = struct.unpack("<Q", head[:8])
+    if length > file_size - 8 or length > MAX_HEADER_BYTES:
         raise PresetError("file is not a valid safetensors file (bad header length)")
+    if len(head) < 8 + length:
+        raise PresetError("file is not a valid safetensors file (truncated header)")
     try:
-        header = json.loads(data[8:8 + length].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        header = json.loads(head[8:8 + length].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise PresetError("file is not a valid safetensors file (unreadable header)") from None
-    meta = header.get("__metadata__", {}) if isinstance(header, dict) else {}
-    if not isinstance(meta, dict):
+    if not isinstance(header, dict):
+        raise PresetError("file is not a valid safetensors file (header is not an object)")
+    return header, length
+
+
+def header_metadata(header: dict) -> dict[str, str]:
+    meta = header.get("__metadata__", {})
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
         raise PresetError("safetensors metadata is not a string map")
-    return {str(k): str(v) for k, v in meta.items()}
+    return {str(k): v for k, v in meta.items()}
 
 
-def preset_from_bytes(data: bytes, name: str = "") -> Preset:
-    """Parse and validate preset bytes (safetensors), raising :class:`PresetError`."""
-    meta = _read_header_metadata(data)
-    try:
-        tensors = safetensors.torch.load(data)
-    except Exception as exc:  # safetensors raises its own error types
-        raise PresetError(f"file is not a valid safetensors file ({exc})") from None
+def _check_declared_tensors(header: dict, meta: dict[str, str], data_bytes: int) -> str:
+    """Check the tensors the header declares against what the metadata implies, before any
+    tensor is read: names, dtypes, shapes, and byte ranges that tile the data exactly."""
     kind = meta.get("kind", "")
     if kind not in KINDS:
         raise PresetError(f"metadata kind={kind!r} is missing or not one of {KINDS}"
                           if kind else "missing metadata key(s): kind")
+    expected = expected_tensors(meta, kind)
+    declared = {k: v for k, v in header.items() if k != "__metadata__"}
+    missing = [k for k in expected if k not in declared]
+    if missing:
+        raise PresetError(f"missing tensor(s) for a {kind} preset: {', '.join(missing)}")
+    extra = sorted(set(declared) - set(expected))
+    if extra:
+        raise PresetError(f"unexpected tensor(s) for a {kind} preset: {', '.join(extra)}")
+    spans = []
+    for key, (shape, dtype) in expected.items():
+        entry = declared[key]
+        if not isinstance(entry, dict):
+            raise PresetError(f"tensor {key} has an unreadable header entry")
+        got_dtype = _ST_DTYPES.get(str(entry.get("dtype")))
+        if got_dtype != dtype:
+            raise PresetError(f"tensor {key} has dtype {entry.get('dtype')}, expected {dtype}")
+        if entry.get("shape") != list(shape):
+            raise PresetError(f"tensor {key} has shape {entry.get('shape')}, expected "
+                              f"{shape} from the metadata")
+        offsets = entry.get("data_offsets")
+        if not (isinstance(offsets, list) and len(offsets) == 2
+                and all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)):
+            raise PresetError(f"tensor {key} has no valid data offsets")
+        if offsets[1] - offsets[0] != math.prod(shape) * (8 if dtype == torch.int64 else 4):
+            raise PresetError(f"tensor {key} declares {offsets[1] - offsets[0]} bytes for "
+                              f"shape {shape}")
+        spans.append(tuple(offsets))
+    position = 0
+    for begin, finish in sorted(spans):
+        if begin != position:
+            raise PresetError("file is not a valid safetensors file (tensor data overlaps or "
+                              "has gaps)")
+        position = finish
+    if position != data_bytes:
+        raise PresetError(f"file is not a valid safetensors file ({data_bytes} data bytes, "
+                          f"the header declares {position})")
+    return kind
+
+
+def preset_from_bytes(data: bytes, name: str = "") -> Preset:
+    """Parse and validate preset bytes (safetensors), raising :class:`PresetError`."""
+    header, length = parse_header(data[:8 + MAX_HEADER_BYTES], len(data))
+    meta = header_metadata(header)
+    kind = _check_declared_tensors(header, meta, len(data) - 8 - length)
+    try:
+        tensors = safetensors.torch.load(data)
+    except Exception as exc:  # safetensors raises its own error types
+        raise PresetError(f"file is not a valid safetensors file ({exc})") from None
     preset = Preset(kind=kind, tensors=tensors, metadata=meta, name=name,
                     sha256=hashlib.sha256(data).hexdigest())
     preset.validate()
     return preset
+
+
+def read_preset_file(path: str | os.PathLike, max_bytes: int = MAX_PRESET_BYTES) -> bytes:
+    """The bytes of a preset file, refusing before reading anything large or odd.
+
+    The file's type is checked without blocking (a FIFO or device is never read), its size
+    is capped, and its header is parsed and checked against its metadata (declared tensor
+    names, shapes, dtypes and sizes) before the tensor data is read.
+    """
+    path = Path(path)
+    try:
+        st = os.stat(path)  # follows links: a link to /dev/zero is a character device
+        if not stat.S_ISREG(st.st_mode):
+            raise PresetError(f"{describe_mode(st.st_mode)}, not a preset file")
+        # O_NONBLOCK: should the file be swapped for a FIFO after the check, open still
+        # returns at once and fstat below refuses it.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except OSError as exc:
+        raise PresetError(f"cannot read ({exc.strerror or exc})") from None
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise PresetError(f"{describe_mode(st.st_mode)}, not a preset file")
+        if st.st_size > max_bytes:
+            raise PresetError(f"file is {st.st_size / 2**20:.0f} MiB; a preset is at most "
+                              f"{max_bytes // 2**20} MiB")
+        try:
+            head = fh.read(8)
+            if len(head) == 8:
+                (length,) = struct.unpack("<Q", head)
+                head += fh.read(min(length, MAX_HEADER_BYTES))
+            header, length = parse_header(head, st.st_size)
+            _check_declared_tensors(header, header_metadata(header), st.st_size - 8 - length)
+            data = head + fh.read(st.st_size - len(head))
+        except OSError as exc:
+            raise PresetError(f"cannot read ({exc.strerror or exc})") from None
+    if len(data) != st.st_size:
+        raise PresetError("the file changed while it was read")
+    return data
 
 
 def load_preset(path: str | os.PathLike) -> Preset:
@@ -325,11 +452,7 @@ def load_preset(path: str | os.PathLike) -> Preset:
     path = Path(path)
     name = path.name[:-len(PRESET_SUFFIX)] if path.name.endswith(PRESET_SUFFIX) else path.stem
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise PresetError(f"{path.name}: cannot read ({exc.strerror or exc})") from None
-    try:
-        preset = preset_from_bytes(data, name=name)
+        preset = preset_from_bytes(read_preset_file(path), name=name)
     except PresetError as exc:
         raise PresetError(f"{path.name}: {exc}") from None
     preset.path = path
@@ -358,26 +481,13 @@ def save_preset(preset: Preset, folder: str | os.PathLike, name: str,
     target = folder / f"{name}{PRESET_SUFFIX}"
     if target.exists() and not overwrite:
         raise PresetError(f"preset {name!r} already exists in {folder}; choose another name "
-                          "or allow overwriting")
+                          "or allow overwriting (--overwrite)")
     data = preset_to_bytes(preset)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=PRESET_SUFFIX)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if overwrite:
-            os.replace(tmp, target)
-        else:
-            try:
-                os.link(tmp, target)  # fails if the name appeared meanwhile: never clobber
-            except FileExistsError:
-                raise PresetError(f"preset {name!r} already exists in {folder}") from None
-            except OSError:
-                os.replace(tmp, target)  # file systems without hard links
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        atomic_write(target, data, overwrite=overwrite)
+    except ExistsError:
+        raise PresetError(f"preset {name!r} already exists in {folder}; choose another name "
+                          "or allow overwriting (--overwrite)") from None
     preset.name, preset.path = name, target
     preset.sha256 = hashlib.sha256(data).hexdigest()
     return target

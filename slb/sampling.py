@@ -23,6 +23,7 @@ LF_MODES = ("sampled", "zero")
 # Mixed into every seed so the leak's normals differ from the WebUI's noise for that seed.
 LEAK_SEED_SALT = 0x5EED_51E1_EA4B_1A55
 _MASK64 = (1 << 64) - 1
+MAX_SEED = _MASK64  # seeds are 64-bit: larger ones would wrap onto small ones
 
 
 class IncompatiblePresetError(ValueError):
@@ -30,7 +31,12 @@ class IncompatiblePresetError(ValueError):
 
 
 def leak_seed(seed: int) -> int:
-    """The generator seed for an image seed: splitmix64 of ``seed`` xor a fixed salt."""
+    """The generator seed for an image seed: splitmix64 of ``seed`` xor a fixed salt.
+
+    Seeds must lie in 0..2**64-1: beyond that they would wrap onto other seeds' leaks.
+    """
+    if not 0 <= int(seed) <= MAX_SEED:
+        raise ValueError(f"seed {seed} is outside 0..{MAX_SEED}")
     x = (int(seed) ^ LEAK_SEED_SALT) & _MASK64
     x = (x + 0x9E3779B97F4A7C15) & _MASK64
     x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
@@ -101,15 +107,17 @@ def normalize_means(means: Mapping[int | str, float] | None, channels: int) -> d
     """Validate fixed channel means: integer channel keys in range, finite values."""
     out: dict[int, float] = {}
     for key, value in (means or {}).items():
-        try:
-            ch = int(key)
-        except (TypeError, ValueError):
-            raise ValueError(f"channel {key!r} is not an integer") from None
-        if isinstance(key, str) and not key.strip().isdigit():
+        ok = not isinstance(key, bool) and (isinstance(key, int) or (
+            isinstance(key, str) and key.strip().isascii() and key.strip().isdigit()))
+        if not ok:
             raise ValueError(f"channel {key!r} is not a channel number")
+        ch = int(key)
         if not 0 <= ch < channels:
             raise ValueError(f"channel {ch} is out of range for a {channels}-channel latent")
-        val = float(value)
+        try:
+            val = float(value)
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError(f"mean for channel {ch} is not a number") from None
         if not math.isfinite(val):
             raise ValueError(f"mean for channel {ch} is not a finite number")
         out[ch] = val

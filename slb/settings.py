@@ -8,10 +8,11 @@ The positional order is the extension's UI order and the documented API order
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from .sampling import LF_MODES
+from .sampling import LF_MODES, MAX_SEED
 
 MANUAL = "manual (no preset)"
 MAX_CHANNELS = 4  # UI controls exist for the 4 latent channels of SD 1.x/2.x/XL
@@ -23,6 +24,18 @@ ARG_NAMES: tuple[str, ...] = (
     "seed",
 )
 DICT_KEYS = ("enabled", "preset", "strength", "lf", "means", "seed")
+_CHANNEL_RE = re.compile(r"\s*[0-9]{1,3}\s*")  # ASCII digits only: "²".isdigit() is true
+
+
+def channel_key(key: object) -> int | None:
+    """A channel number from an int or a string of ASCII digits; None for anything else."""
+    if isinstance(key, bool):
+        return None
+    if isinstance(key, int):
+        return key
+    if isinstance(key, str) and _CHANNEL_RE.fullmatch(key):
+        return int(key)
+    return None
 
 
 class SettingsError(ValueError):
@@ -37,13 +50,16 @@ def parse_means(text: str) -> dict[int, float]:
         if not part:
             continue
         ch, sep, val = part.partition(":")
-        if not sep or not ch.strip().isdigit():
+        channel = channel_key(ch)
+        if not sep or channel is None:
             raise SettingsError(f"fixed means must look like '0:1.5,2:-0.5', got {text!r}")
         try:
             value = float(val)
         except ValueError:
-            raise SettingsError(f"mean {val!r} for channel {ch.strip()} is not a number") from None
-        out[int(ch)] = value
+            raise SettingsError(f"mean {val!r} for channel {channel} is not a number") from None
+        if not math.isfinite(value):
+            raise SettingsError(f"mean for channel {channel} must be a finite number, got {val!r}")
+        out[channel] = value
     return out
 
 
@@ -83,9 +99,10 @@ class LeakSettings:
                                     f"{MEAN_RANGE[1]}, got {val}")
         if not isinstance(self.preset, str) or not self.preset:
             raise SettingsError("preset must be a preset name or 'manual'")
-        if self.seed < -1:
-            raise SettingsError(f"leak seed must be -1 (use each image's seed) or >= 0, got "
-                                f"{self.seed}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not (
+                -1 <= self.seed <= MAX_SEED):
+            raise SettingsError(f"leak seed must be -1 (use each image's seed) or 0..{MAX_SEED}, "
+                                f"got {self.seed}")
 
     @property
     def is_manual(self) -> bool:
@@ -120,16 +137,35 @@ def _as_float(value: object, name: str) -> float:
     if isinstance(value, bool):
         raise SettingsError(f"{name} must be a number, got {value!r}")
     try:
-        return float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise SettingsError(f"{name} must be a number, got {value!r}") from None
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        raise SettingsError(f"{name} must be a number, got {short_repr(value)}") from None
+    if not math.isfinite(number):
+        raise SettingsError(f"{name} must be a finite number, got {short_repr(value)}")
+    return number
+
+
+def short_repr(value: object) -> str:
+    """``repr`` cut to a readable length (a 400-digit integer stays one short line)."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:30]}... ({len(text)} characters)"
 
 
 def _as_seed(value: object) -> int:
-    number = _as_float(value, "seed")
-    if not math.isfinite(number) or number != int(number):
+    if isinstance(value, bool):
         raise SettingsError(f"seed must be an integer, got {value!r}")
-    return int(number)
+    if isinstance(value, int):  # exact: large seeds must not pass through a float
+        number = value
+    elif isinstance(value, str) and re.fullmatch(r"\s*-?[0-9]+\s*", value):
+        number = int(value)
+    else:
+        as_float = _as_float(value, "seed")
+        if as_float != int(as_float):
+            raise SettingsError(f"seed must be an integer, got {short_repr(value)}")
+        number = int(as_float)
+    if not -1 <= number <= MAX_SEED:
+        raise SettingsError(f"seed must be -1 or 0..{MAX_SEED}, got {short_repr(value)}")
+    return number
 
 
 def _as_preset(value: object) -> str:
@@ -152,10 +188,10 @@ def settings_from_dict(data: Mapping[str, object]) -> LeakSettings:
         raise SettingsError("means must be an object like {\"0\": 1.5, \"2\": -0.5}")
     means: dict[int, float] = {}
     for key, val in means_in.items():
-        if isinstance(key, bool) or not (isinstance(key, int) or (
-                isinstance(key, str) and key.strip().isdigit())):
-            raise SettingsError(f"means key {key!r} must be a channel number (0..3)")
-        means[int(key)] = _as_float(val, f"means[{key}]")
+        channel = channel_key(key)
+        if channel is None:
+            raise SettingsError(f"means key {short_repr(key)} must be a channel number (0..3)")
+        means[channel] = _as_float(val, f"means[{key}]")
     return LeakSettings(
         enabled=_as_bool(data.get("enabled", True), "enabled"),
         preset=_as_preset(data.get("preset")),

@@ -8,6 +8,7 @@ from scipy.fft import dctn, idctn
 from slb.dct import lowfreq_coords
 from slb.fitting import FitAccumulator, FitInterrupted, fit
 from slb.images import ImageBatches, NoUsableImagesError, list_image_files
+from slb.partials import merge_partials, save_partial
 from tests.conftest import synthetic_latents
 
 SIZE = 64  # 8x8 latents keep the coco128 tests quick
@@ -80,10 +81,9 @@ def test_merge_of_two_shards_equals_whole(coco128, encoder, tmp_path):
     b = fit(ImageBatches(coco128, SIZE, 8, files=files[half:]), encoder, "dct+pixel", 3,
             size=SIZE)
     # shards written to disk and read back, as a multi-machine fit would
-    a.accumulator.save_partial(tmp_path / "a.safetensors")
-    b.accumulator.save_partial(tmp_path / "b.safetensors")
-    merged, _ = FitAccumulator.load_partial(tmp_path / "a.safetensors")
-    merged.merge(FitAccumulator.load_partial(tmp_path / "b.safetensors")[0])
+    save_partial(a.accumulator, tmp_path / "a.safetensors")
+    save_partial(b.accumulator, tmp_path / "b.safetensors")
+    merged = merge_partials([tmp_path / "a.safetensors", tmp_path / "b.safetensors"]).accumulator
     assert merged.count == whole.images == 128
     w, m = whole.accumulator, merged
     for got, want in ((m.lf.mean, w.lf.mean), (m.lf.covariance(), w.lf.covariance()),

@@ -88,6 +88,6 @@ def test_demo_writes_a_figure(reports, tmp_path):
     from slb.demo import _figure
 
     out = tmp_path / "world.png"
-    _figure(list(reports.values()), out)
+    _figure(list(reports.values()), out, overwrite=False)
     with Image.open(out) as img:
         assert img.width > 600 and img.height > 300
