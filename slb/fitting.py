@@ -130,7 +130,8 @@ class _FitState:
         if not bool(finite.all()):
             for i in torch.nonzero(~finite).flatten().tolist():
                 label = names[i] if names else f"image {offset + i}"
-                self.bad.append(SkippedImage(printable(label), "the encoder produced NaN/inf values"))
+                self.bad.append(SkippedImage(printable(label),
+                                             "the encoder produced NaN/inf values"))
             latents = latents[finite]
         if not latents.shape[0]:
             return
