@@ -52,13 +52,14 @@ def _alphas_cumprod(sampler: object, sd_model: object) -> torch.Tensor | None:
 
 def start_info(p: object, sampler: object, steps: int, *, sgm_noise_multiplier: bool,
                kdiffusion_class: type | None, timesteps_class: type | None,
-               sd_model: object) -> StartInfo:
+               sd_model: object, alphas_cumprod: torch.Tensor | None = None) -> StartInfo:
     """How this generation's sampler scales its start, read from the sampler itself.
 
     k-diffusion: the first entry of ``sampler.get_sigmas(p, steps)`` (what ``sample()``
     multiplies the noise by); DPM fast/adaptive start at the model's largest sigma.
     Timestep samplers: ``alphas_cumprod`` at their first timestep (the last of the ascending
-    ``get_timesteps`` list; UniPC at 999).
+    ``get_timesteps`` list; UniPC at 999), from ``alphas_cumprod`` when given, else from the
+    model's own table.
     """
     name = sampler_name(sampler)
     if kdiffusion_class is not None and isinstance(sampler, kdiffusion_class):
@@ -73,7 +74,7 @@ def start_info(p: object, sampler: object, steps: int, *, sgm_noise_multiplier: 
         kind = "ve_sgm" if sgm_noise_multiplier else "ve"
         return StartInfo(StartConvention(kind, start, multiplier), name)
     if timesteps_class is not None and isinstance(sampler, timesteps_class):
-        ac = _alphas_cumprod(sampler, sd_model)
+        ac = alphas_cumprod if alphas_cumprod is not None else _alphas_cumprod(sampler, sd_model)
         if ac is None:
             return StartInfo(None, name, "the model exposes no alphas_cumprod")
         if name in FULL_RANGE_TIMESTEP_SAMPLERS:
@@ -104,12 +105,18 @@ def latent_channels(sd_model: object, default: int = 4) -> int:
     return default
 
 
-def native_resolution(sd_model: object) -> int:
-    """512 for SD 1.x, 768 for SD 2.x v-models, 1024 for SDXL; 512 otherwise."""
+def native_resolution(sd_model: object, prediction: str | None = None) -> int:
+    """512 for SD 1.x, 768 for SD 2.x v-models, 1024 for SDXL; 512 otherwise.
+
+    ``prediction`` (``eps``/``v``) is the host's answer; by default the model's
+    ``parameterization`` attribute (A1111).
+    """
     family = model_family(sd_model)
     if family == "sdxl":
         return 1024
-    if family == "sd2" and getattr(sd_model, "parameterization", "eps") == "v":
+    if prediction is None:
+        prediction = "v" if getattr(sd_model, "parameterization", "eps") == "v" else "eps"
+    if family == "sd2" and prediction == "v":
         return 768
     return 512
 

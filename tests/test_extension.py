@@ -435,7 +435,7 @@ def test_fit_button_saves_a_preset_the_next_generation_uses(host, coco128, tmp_p
     module = host.script(TITLE).__class__.__module__
     mod = next(m for m in host.modules if m.__name__ == module) if hasattr(host, "modules") \
         else None
-    fit_button = mod._fit_button if mod is not None else None
+    fit_button = mod.fit_panel.make_fit_button(mod.PRESETS) if mod is not None else None
     assert fit_button is not None
     dropdown, html_out = host.gpu_call(fit_button, str(folder), "mine", "dct+pixel", 3, 64,
                                        "center", 0, False, False, 2, None,
@@ -459,9 +459,10 @@ def test_fit_button_saves_a_preset_the_next_generation_uses(host, coco128, tmp_p
 
 def test_fit_button_bad_input_is_a_message(host, tmp_path):
     mod = next(m for m in host.modules if m.__name__ == host.script(TITLE).__class__.__module__)
-    _, html_out = host.gpu_call(mod._fit_button, str(tmp_path / "nope"), "x", "pixel", 3, 64,
+    fit_button = mod.fit_panel.make_fit_button(mod.PRESETS)
+    _, html_out = host.gpu_call(fit_button, str(tmp_path / "nope"), "x", "pixel", 3, 64,
                                 "center", 0, False, False, 2, None, extra_outputs=[None])
     assert "folder not found" in html_out
-    _, html_out = host.gpu_call(mod._fit_button, str(tmp_path), "../x", "pixel", 3, 64,
+    _, html_out = host.gpu_call(fit_button, str(tmp_path), "../x", "pixel", 3, 64,
                                 "center", 0, False, False, 2, None, extra_outputs=[None])
     assert "contains" in html_out

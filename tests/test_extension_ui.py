@@ -73,7 +73,7 @@ def test_ui_builds_in_real_blocks_with_documented_arg_order(ui_host, tab):
 
 def test_summary_lists_unusable_presets_with_reason(ui_host):
     mod = _module(ui_host)
-    text = mod.presets_summary("natural")
+    text = mod.PRESETS.summary("natural")
     assert "dct+pixel, n=3" in text and "broken.safetensors" in text and "safetensors" in text
 
 
@@ -84,9 +84,10 @@ def _module(host):
 
 def test_preview_returns_an_image(ui_host):
     mod = _module(ui_host)
-    img, note = mod._preview(5, 64, 64, "natural", 1.0, "sampled", *[False, 0.0] * 4, -1)
+    preview = mod.ui.make_preview(mod.HOOKS)
+    img, note = preview(5, 64, 64, "natural", 1.0, "sampled", *[False, 0.0] * 4, -1)
     assert img is not None and img.width > img.height and "Seed 5" in note
-    img, note = mod._preview(5, 64, 64, "missing", 1.0, "sampled", *[False, 0.0] * 4, -1)
+    img, note = preview(5, 64, 64, "missing", 1.0, "sampled", *[False, 0.0] * 4, -1)
     assert img is None and "missing" in note
 
 
@@ -184,7 +185,7 @@ def test_preview_start_tile_carries_the_leak(ui_host):
     # channel 0 mean 3 brightens the start by sqrt(abar) * 3 latent units (about 8 levels)
     mod = _module(ui_host)
     means = [True, 3.0, False, 0.0, False, 0.0, False, 0.0]
-    img, _ = mod._preview(1, 128, 128, MANUAL, 1.0, "sampled", *means, -1)
+    img, _ = mod.ui.make_preview(mod.HOOKS)(1, 128, 128, MANUAL, 1.0, "sampled", *means, -1)
     arr = np.asarray(img).astype(float)
     third = (arr.shape[1] - 16) // 3
     plain, start = arr[:, third + 8:2 * third + 8], arr[:, 2 * third + 16:]

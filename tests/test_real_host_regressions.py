@@ -205,7 +205,7 @@ def test_xyz_axes_reach_xyz_scripts_built_before_on_before_ui(fake_host):
         callback()
     assert [o.label for o in txt.current_axis_options] == host_txt + OUR_AXES
     assert [o.label for o in xyz.axis_options].count("[Signal Leak] Strength") == 1
-    assert ext.XYZ_PREFIX == "[Signal Leak] "
+    assert ext.xyz.XYZ_PREFIX == "[Signal Leak] "
 
 
 def test_xyz_axes_in_the_ui_order_appear_once(fake_host):
@@ -253,11 +253,11 @@ def test_fit_route_runs_the_fit_off_the_event_loop(fake_host, monkeypatch, tmp_p
     loop_ran = threading.Event()
     fit_threads = []
 
-    def fake_fit(req):  # noqa: ANN202
+    def fake_fit(presets, req):  # noqa: ANN202
         fit_threads.append(threading.get_ident())
         return {"name": req.name, "loop_kept_running": loop_ran.wait(timeout=2.0)}
 
-    monkeypatch.setattr(ext, "_api_fit", fake_fit)
+    monkeypatch.setattr(ext.routes, "api_fit", fake_fit)
 
     async def other_request() -> None:
         await asyncio.sleep(0.01)
@@ -280,7 +280,7 @@ def test_fit_route_errors_stay_http_errors(fake_host, tmp_path):
     for callback in fake_host.callbacks.app_started:
         callback(None, app)
     post_fit = app.routes["/signal-leak/v1/fit"]
-    with pytest.raises(ext.HTTPException) as caught:
+    with pytest.raises(ext.routes.HTTPException) as caught:
         asyncio.run(post_fit(_Request({"folder": str(tmp_path), "name": "x", "epochs": 1})))
     assert caught.value.status_code == 422
     assert "unknown key(s) 'epochs'" in caught.value.detail

@@ -149,6 +149,8 @@ def test_incompatible_preset_is_refused_with_its_reason(webui_server, presets, p
     answer = webui_server.post("/sdapi/v1/txt2img", txt2img_request({"preset": preset}))
     text = infotexts(answer)[0]
     assert f"Signal leak: \"{preset} (not applied: {reason}" in text, text
+    # DESIGN 7.4: hash and strength describe an applied leak only
+    assert "Signal leak hash" not in text and "Signal leak strength" not in text, text
     assert np.array_equal(pixels(answer), pixels(plain))
     assert f"[Signal Leak Bias] not applied: {reason}" in webui_server.log_text()
 

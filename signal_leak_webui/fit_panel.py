@@ -1,0 +1,126 @@
+"""Fitting a preset with the loaded model's VAE (DESIGN 7.8): the Fit button and the
+``POST fit`` route share :func:`run_fit`. Both run under the host's GPU queue lock, so never
+during a generation; Stop (the host's interrupt) discards the fit and saves nothing."""
+
+from __future__ import annotations
+
+import html
+import time
+from pathlib import Path
+
+import gradio as gr  # module level: Gradio resolves the gr.Progress annotation here
+from modules import call_queue, devices, shared
+
+from slb.api import ApiError, FitRequest, parse_fit_request
+from slb.files import printable
+from slb.fitting import FitInterrupted, FitResult, fit
+from slb.images import NoUsableImagesError
+from slb.preset import PRESET_SUFFIX, PresetError, save_preset
+
+from .presets import Presets
+
+
+def _check_folder(req: FitRequest) -> Path:
+    folder = Path(req.folder).expanduser()
+    if not folder.is_dir():
+        raise ApiError(422, f"folder not found: {printable(req.folder)}")
+    try:
+        next(iter(folder.iterdir()), None)
+    except OSError as exc:
+        raise ApiError(422, f"cannot read folder {printable(req.folder)}: "
+                       f"{exc.strerror or exc}") from None
+    return folder
+
+
+def run_fit(presets: Presets, req: FitRequest, progress=None) -> tuple[FitResult, Path]:  # noqa: ANN001
+    """Fit and save to the user folder; the caller holds the GPU queue."""
+    host = presets.host
+    folder = _check_folder(req)
+    target = host.user_presets_dir() / f"{req.name}{PRESET_SUFFIX}"
+    if target.exists() and not req.overwrite:
+        raise ApiError(409, f"preset {req.name!r} already exists; enable overwrite to replace it")
+    sd_model = host.sd_model()
+    if host.prediction(sd_model) == "flow":
+        raise ApiError(422, "the loaded model is a flow-matching model: it starts from pure "
+                       "noise, so there is no signal leak to fit")
+    size = req.resolution or host.native_resolution(sd_model)
+    encode, mode = host.vae_encoder(sd_model)
+    shared.state.job = "Signal leak fit"
+    shared.state.textinfo = f"Fitting {req.name}"
+
+    def report(done: int, total: int) -> None:
+        shared.state.job_count, shared.state.job_no = total, done
+        shared.state.textinfo = f"Signal leak fit: {done}/{total} images"
+        if progress is not None:
+            progress((done, total), desc="Encoding images", unit="images")
+
+    try:
+        result = fit(folder, encode, req.kind, req.n_components, size=size, crop=req.crop,
+                     recursive=req.recursive, batch_size=req.batch_size, device=host.device,
+                     dtype=host.vae_dtype, progress=report, should_stop=host.interrupted,
+                     **host.model_metadata(sd_model))
+    except OSError as exc:
+        raise ApiError(422, f"cannot read the images: {printable(exc)}") from None
+    result.preset.metadata["encode"] = mode[0] if mode else "mean"
+    try:
+        path = save_preset(result.preset, host.user_presets_dir(), req.name,
+                           overwrite=req.overwrite)
+    except OSError as exc:
+        raise ApiError(422, f"cannot save the preset: {printable(exc)}") from None
+    devices.torch_gc()
+    return result, path
+
+
+def summary_html(result: FitResult, path: Path) -> str:
+    skipped = "".join(f"<li>{html.escape(s.path)}: {html.escape(s.reason)}</li>"
+                      for s in result.skipped[:20])
+    more = f"<li>… and {len(result.skipped) - 20} more</li>" if len(result.skipped) > 20 else ""
+    notes = "".join(f"<br>{html.escape(w)}" for w in result.warnings)
+    return (f"Fitted <b>{result.images}</b> images in {result.seconds:.1f} s, "
+            f"{len(result.skipped)} skipped; saved to {html.escape(printable(path))}{notes}"
+            + (f"<ul>{skipped}{more}</ul>" if skipped else ""))
+
+
+def make_fit_button(presets: Presets):  # noqa: ANN201
+    """The Fit button's handler (to wrap in the host's GPU call wrapper)."""
+
+    def fit_button(folder: str, name: str, kind: str, n_components: float, resolution: float,
+                   crop: str, crop_seed: float, recursive: bool, overwrite: bool,
+                   batch_size: float, progress: gr.Progress = gr.Progress()) -> tuple:
+        try:
+            req = parse_fit_request({
+                "folder": str(folder or "").strip(), "name": str(name or "").strip(),
+                "kind": kind, "n_components": int(n_components),
+                "resolution": int(resolution or 0) or None,
+                "crop": "center" if crop == "center" else f"random:{int(crop_seed or 0)}",
+                "recursive": bool(recursive), "overwrite": bool(overwrite),
+                "batch_size": int(batch_size or 0) or None})
+            result, path = run_fit(presets, req, progress)
+        except (ApiError, PresetError, NoUsableImagesError, ValueError, OverflowError) as exc:
+            message = html.escape(printable(getattr(exc, "detail", exc)))
+            return gr.update(), f"<span class='error'>{message}</span>"
+        except FitInterrupted:
+            return gr.update(), "Stopped: nothing was saved."
+        return gr.update(choices=presets.choices(), value=req.name), summary_html(result, path)
+
+    return fit_button
+
+
+def api_fit(presets: Presets, req: FitRequest) -> dict:
+    """``POST fit`` (in a worker thread): the new preset's entry and the fit's figures.
+    Raises :class:`ApiError` (4xx) for everything the request or its images cause."""
+    started = time.perf_counter()
+    with call_queue.queue_lock:  # never while a generation runs
+        shared.state.begin(job="signal-leak-fit")
+        try:
+            result, path = run_fit(presets, req)
+        except FitInterrupted:
+            raise ApiError(409, "fit interrupted; nothing was saved") from None
+        except (PresetError, NoUsableImagesError, ValueError) as exc:
+            raise ApiError(422, printable(exc)) from None
+        finally:
+            shared.state.end()
+    entry = next(e for e in presets.library().entries() if e.path == path)
+    return {**entry.info(), "images": result.images, "skipped": [
+        {"path": s.path, "reason": s.reason} for s in result.skipped],
+        "seconds": round(time.perf_counter() - started, 3), "path": printable(path)}

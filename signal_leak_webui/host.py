@@ -1,0 +1,212 @@
+"""The host adapter: every lookup into the running WebUI goes through one object.
+
+:func:`detect` returns an :class:`A1111Host` or a :class:`ForgeHost`. Forge is recognised
+the way Forge identifies itself: its ``modules_forge`` package (which holds
+``forge_version``). The maths of each lookup lives in :mod:`slb.host` (plain objects, no
+WebUI import); this module only knows where each host keeps things (HOST-NOTES 2-5, 13):
+
+- the sampler's start (k-diffusion sigma0 and the SGM multiplier, or a timestep sampler's
+  first alphas_cumprod; Forge: from its live predictor, so Zero Terminal SNR is seen);
+- the model family, prediction type (flow models: no leak), latent channels, scale factor
+  and native size; the VAE encoder for fitting;
+- where the txt2img start is written: A1111 edits the sampler's tensor in place (and marks
+  it, so a second hook call is a no-op); Forge hands inference-mode tensors, which have no
+  version counter and must not be edited, and reads ``p.modified_noise`` instead.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import torch
+from modules import devices, paths, sd_samplers_kdiffusion, sd_samplers_timesteps, shared
+
+from slb import host as lookups
+from slb.generation import AppliedMarks
+
+from .options import OPT_ALLOW, OPT_DIR
+
+FLOW_REASON = "flow-matching models start from pure noise"
+
+
+class A1111Host:
+    """AUTOMATIC1111 WebUI v1.10.x."""
+
+    name = "AUTOMATIC1111"
+
+    def __init__(self) -> None:
+        self._marks = AppliedMarks()
+
+    # --- settings and places -------------------------------------------------------------
+    def option(self, key: str, default: object = None) -> object:
+        data = getattr(shared.opts, "data", None)
+        return data.get(key, default) if isinstance(data, dict) else default
+
+    def user_presets_dir(self) -> Path:
+        return Path(str(self.option(OPT_DIR, "") or "") or
+                    os.path.join(paths.models_path, "signal_leak"))
+
+    def allow_other_families(self) -> bool:
+        return bool(self.option(OPT_ALLOW, False))
+
+    def sgm_noise_multiplier(self) -> bool:
+        return bool(self.option("sgm_noise_multiplier", False))
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device(devices.device)
+
+    @property
+    def vae_dtype(self) -> torch.dtype:
+        return devices.dtype_vae
+
+    def interrupted(self) -> bool:
+        return bool(getattr(shared.state, "interrupted", False))
+
+    # --- the model -----------------------------------------------------------------------
+    def sd_model(self, p: object = None) -> object:
+        model = getattr(p, "sd_model", None)
+        return model if model is not None else shared.sd_model
+
+    def model_family(self, sd_model: object) -> str:
+        return lookups.model_family(sd_model)
+
+    def latent_channels(self, sd_model: object) -> int:
+        return lookups.latent_channels(sd_model)
+
+    def prediction(self, sd_model: object) -> str:
+        """``eps``, ``v`` or ``flow``."""
+        if getattr(sd_model, "is_sd3", False):
+            return "flow"
+        return "v" if getattr(sd_model, "parameterization", "eps") == "v" else "eps"
+
+    def native_resolution(self, sd_model: object) -> int:
+        return lookups.native_resolution(sd_model, self.prediction(sd_model))
+
+    def scale_factor(self, sd_model: object) -> float:
+        return lookups.scale_factor(sd_model)
+
+    def model_metadata(self, sd_model: object) -> dict:
+        """Preset metadata describing the loaded model's latent space."""
+        try:
+            from modules import sd_vae
+            vae_file = getattr(sd_vae, "loaded_vae_file", None)
+        except ImportError:  # pragma: no cover - hosts without that module
+            vae_file = None
+        return {"model_family": self.model_family(sd_model),
+                "scale_factor": self.scale_factor(sd_model),
+                "vae": lookups.vae_name(sd_model, vae_file=vae_file)}
+
+    def vae_encoder(self, sd_model: object) -> tuple:
+        return lookups.vae_encoder(sd_model, self.device, self.vae_dtype)
+
+    # --- sampling ------------------------------------------------------------------------
+    def start_info(self, p: object) -> lookups.StartInfo:
+        """How this generation's sampler scales its start (DESIGN 6)."""
+        sd_model = self.sd_model(p)
+        if self.prediction(sd_model) == "flow":
+            return lookups.StartInfo(None, lookups.sampler_name(p.sampler), FLOW_REASON)
+        return lookups.start_info(
+            p, p.sampler, p.steps, sgm_noise_multiplier=self.sgm_noise_multiplier(),
+            kdiffusion_class=sd_samplers_kdiffusion.KDiffusionSampler,
+            timesteps_class=sd_samplers_timesteps.CompVisSampler, sd_model=sd_model,
+            alphas_cumprod=self.alphas_cumprod(p))
+
+    def alphas_cumprod(self, p: object) -> torch.Tensor | None:
+        return None  # slb.host reads the model's own table
+
+    def already_applied(self, p: object, noise: torch.Tensor) -> bool:
+        """Whether this very tensor already carries our leak (a repeated hook call)."""
+        return self._marks.is_marked(self._key(p), noise)
+
+    def write_start(self, p: object, noise: torch.Tensor, start: torch.Tensor) -> None:
+        """A1111 hands the sampler the very tensor it passed us: edit it in place."""
+        with torch.no_grad():
+            noise.copy_(start)
+        self._marks.mark(self._key(p), noise)
+
+    @staticmethod
+    def _key(p: object) -> tuple:
+        return id(p), getattr(p, "iteration", 0)
+
+    def base_noise(self, p: object, noise: torch.Tensor) -> torch.Tensor:
+        return noise
+
+    # --- previews ------------------------------------------------------------------------
+    def decode_cheap(self, latent: torch.Tensor, family: str) -> object:
+        """A latent as an RGB uint8 array by the host's cheap approximation."""
+        from modules import sd_samplers_common
+
+        from slb import preview
+        try:
+            rgb = sd_samplers_common.samples_to_images_tensor(latent.to(self.device), 2)[0]
+            arr = ((rgb.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0)
+            return arr.cpu().numpy()
+        except Exception:  # other latent spaces: our own linear map
+            return preview.latent_to_rgb(latent[0], family)
+
+
+class ForgeHost(A1111Host):
+    """Stable Diffusion WebUI Forge (lllyasviel/stable-diffusion-webui-forge, 2.x)."""
+
+    name = "Forge"
+
+    @staticmethod
+    def _predictor(sd_model: object) -> object:
+        unet = getattr(getattr(sd_model, "forge_objects", None), "unet", None)
+        return getattr(getattr(unet, "model", None), "predictor", None)
+
+    def prediction(self, sd_model: object) -> str:
+        predictor = self._predictor(sd_model)
+        kind = getattr(predictor, "prediction_type", "epsilon")
+        if kind == "const" or "Flow" in type(predictor).__name__ or \
+                "Flux" in type(predictor).__name__ or getattr(sd_model, "is_sd3", False):
+            return "flow"
+        return "v" if kind == "v_prediction" else "eps"
+
+    def model_family(self, sd_model: object) -> str:
+        family = lookups.model_family(sd_model)
+        if family == "unknown" and self.prediction(sd_model) == "flow":
+            return "flow"
+        return family
+
+    def scale_factor(self, sd_model: object) -> float:
+        vae = getattr(getattr(sd_model, "forge_objects", None), "vae", None)
+        value = getattr(getattr(vae, "first_stage_model", None), "scaling_factor", None)
+        if isinstance(value, (int, float)) and value > 0:
+            return float(value)
+        return lookups.scale_factor(sd_model)
+
+    def alphas_cumprod(self, p: object) -> torch.Tensor | None:
+        # The predictor's live sigmas: Forge swaps them for Zero Terminal SNR during
+        # sampling, and its own alphas_cumprod table does not follow (HOST-NOTES 3).
+        sigmas = getattr(self._predictor(self.sd_model(p)), "sigmas", None)
+        if isinstance(sigmas, torch.Tensor):
+            return 1.0 / (1.0 + sigmas.double().cpu() ** 2)
+        return None
+
+    def already_applied(self, p: object, noise: torch.Tensor) -> bool:
+        return False  # write_start never edits the host's tensor: each call recomputes
+
+    def base_noise(self, p: object, noise: torch.Tensor) -> torch.Tensor:
+        """The start another script already chose (``p.modified_noise``), unless it is the
+        one we wrote in an earlier call for this sampling (Forge calls the hook again)."""
+        current = getattr(p, "modified_noise", None)
+        if isinstance(current, torch.Tensor) and current is not getattr(p, "_slb_written", None) \
+                and current.shape == noise.shape:
+            return current
+        return noise
+
+    def write_start(self, p: object, noise: torch.Tensor, start: torch.Tensor) -> None:
+        """Forge's noise is an inference tensor: never edited; Forge reads modified_noise."""
+        p.modified_noise = start
+        p._slb_written = start
+
+
+def detect() -> A1111Host:
+    """The adapter for the running host."""
+    if importlib.util.find_spec("modules_forge") is not None:
+        return ForgeHost()
+    return A1111Host()

@@ -1,0 +1,21 @@
+"""The extension's entries in the WebUI's Settings tab."""
+
+from __future__ import annotations
+
+TITLE = "Signal Leak Bias"
+OPT_DIR = "signal_leak_presets_dir"
+OPT_ALLOW = "signal_leak_allow_other_families"
+
+
+def register() -> None:
+    """``on_ui_settings`` callback."""
+    import gradio as gr
+    from modules import shared
+
+    section = ("signal_leak", TITLE)
+    shared.opts.add_option(OPT_DIR, shared.OptionInfo(
+        "", "Folder for your presets (empty: models/signal_leak); new fits are saved here",
+        section=section))
+    shared.opts.add_option(OPT_ALLOW, shared.OptionInfo(
+        False, "Allow presets from other model families (their latent space may differ)",
+        gr.Checkbox, section=section))

@@ -1,0 +1,58 @@
+"""The preset list shown in the UI, the API and X/Y/Z: the extension's ``stats/`` folder
+first, then the user folder (Settings, default ``models/signal_leak``)."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+from slb.generation import LeakPlan, plan_generation
+from slb.library import PresetLibrary
+from slb.settings import MANUAL, LeakSettings
+
+from .host import A1111Host
+
+EXTENSION_DIR = Path(__file__).resolve().parents[1]
+
+
+class Presets:
+    """The library for the current folders, rebuilt when the user folder setting changes."""
+
+    def __init__(self, host: A1111Host) -> None:
+        self.host = host
+        self._library: PresetLibrary | None = None
+
+    def library(self) -> PresetLibrary:
+        folders = [EXTENSION_DIR / "stats", self.host.user_presets_dir()]
+        if self._library is None or self._library.folders != folders:
+            self._library = PresetLibrary(folders)
+        return self._library
+
+    def choices(self) -> list[str]:
+        return [MANUAL] + [e.name for e in self.library().usable()]
+
+    def plan(self, settings: LeakSettings, sd_model: object) -> LeakPlan:
+        """The plan for ``sd_model``, with the user's family setting (DESIGN 7.7)."""
+        return plan_generation(settings, self.library().get,
+                               model_channels=self.host.latent_channels(sd_model),
+                               model_family=self.host.model_family(sd_model),
+                               allow_other_families=self.host.allow_other_families())
+
+    def summary(self, name: str) -> str:
+        """HTML: the chosen preset's summary line, then any unusable files with their reason."""
+        entries = self.library().entries()  # one scan of the folders for both parts
+        lines = []
+        if name and name != MANUAL:
+            entry = next((e for e in entries if e.name == name and e.usable), None)
+            if entry is not None:
+                lines.append(f"<b>{html.escape(name)}</b>: "
+                             f"{html.escape(entry.preset.summary())}")
+            else:
+                lines.append(f"<span style='color:var(--error-text-color,#c00)'>no usable "
+                             f"preset named {html.escape(name)}</span>")
+        else:
+            lines.append("Manual: the leak is the fixed channel means below (0 where not set).")
+        for entry in (e for e in entries if not e.usable):
+            lines.append(f"<span style='opacity:.75'>unusable: {html.escape(entry.path.name)}: "
+                         f"{html.escape(entry.reason)}</span>")
+        return "<br>".join(lines)

@@ -1,0 +1,151 @@
+"""The accordion in txt2img and img2img (DESIGN 7.1) and its Preview button.
+
+:func:`build` returns the controls in the documented API order (``slb.settings.ARG_NAMES``)
+and wires the buttons; it has no other side effects, since the API calls ``ui()`` again
+to read defaults. Built with the host's ``InputAccordion``; plain Gradio 3.41 and 4.40
+calls only.
+"""
+
+from __future__ import annotations
+
+import html
+
+import gradio as gr
+import torch
+from modules import call_queue, shared
+from modules.ui_components import InputAccordion, ToolButton
+
+from slb import preview as slb_preview
+from slb.files import printable
+from slb.infotext import paste_value
+from slb.mixing import StartConvention, vp_target
+from slb.preset import PresetError
+from slb.settings import ARG_NAMES, MANUAL, MAX_CHANNELS, SettingsError, settings_from_args
+
+from .fit_panel import make_fit_button
+from .hooks import LeakHooks
+from .options import TITLE
+
+try:  # A1111 >= 1.7 and Forge
+    from modules.infotext_utils import PasteField
+except ImportError:  # pragma: no cover - older hosts
+    PasteField = None  # type: ignore[assignment]
+
+CHANNEL_HINTS = ("brightness", "colour axis 1", "colour axis 2", "pattern / contrast")
+SD_SIGMA_MAX = 14.6146  # the SD schedule's largest sigma, for the preview's start tiles
+
+
+def make_preview(hooks: LeakHooks):  # noqa: ANN201
+    """The Preview handler: leak | plain start | start with the leak, for the image seed."""
+    host, presets = hooks.host, hooks.presets
+
+    def preview(image_seed, width, height, *leak_args):  # noqa: ANN001, ANN202
+        try:
+            settings = settings_from_args([True, *leak_args])
+            sd_model = host.sd_model()
+            plan = presets.plan(settings, sd_model)
+            if plan.reason:
+                return None, html.escape(plan.reason)
+            channels = host.latent_channels(sd_model)
+            seed = int(image_seed) if image_seed is not None and int(image_seed) >= 0 else 0
+            shape = (channels, max(int(height or 512) // 8, 1), max(int(width or 512) // 8, 1))
+            leak = hooks.engine.draw(plan, shape, torch.device("cpu"), [seed])
+            noise = torch.randn((1, *shape), generator=torch.Generator().manual_seed(seed))
+            conv = StartConvention.ve(SD_SIGMA_MAX)
+            plain = vp_target(noise, leak, conv, 0.0)
+            start = vp_target(noise, leak, conv, settings.strength)
+            family = host.model_family(sd_model)
+            tiles = [host.decode_cheap(t, family) for t in (leak * settings.strength, plain, start)]
+            note = (f"Seed {seed}: leak L, the plain start, and the start with the leak "
+                    f"(VP form, sqrt(abar)={conv.leak_weight:.3f}).")
+            return slb_preview.side_by_side(tiles), note
+        except (SettingsError, PresetError, ValueError, OverflowError) as exc:
+            return None, html.escape(printable(exc))
+
+    return preview
+
+
+def _paste_target(arg: str):  # noqa: ANN202
+    def target(params: dict) -> object:
+        return paste_value(params, arg)
+
+    target.__name__ = f"signal_leak_{arg}"
+    return target
+
+
+def build(script: object, hooks: LeakHooks, host_components: dict) -> list:
+    """The accordion for ``script``'s tab; returns its controls in API order."""
+    presets = hooks.presets
+    elem_id = script.elem_id
+    with InputAccordion(False, label=TITLE, elem_id=elem_id("enabled")) as enabled:
+        with gr.Row():
+            preset = gr.Dropdown(label="Preset", choices=presets.choices(), value=MANUAL,
+                                 elem_id=elem_id("preset"))
+            refresh = ToolButton(value="\U0001f504", elem_id=elem_id("refresh"))
+        summary = gr.HTML(value=presets.summary(MANUAL), elem_id=elem_id("summary"))
+        with gr.Row():
+            strength = gr.Slider(label="Strength", minimum=0.0, maximum=2.0, step=0.05,
+                                 value=1.0, elem_id=elem_id("strength"))
+            lf = gr.Radio(label="Low frequencies", choices=["sampled", "zero"],
+                          value="sampled", elem_id=elem_id("lf"))
+        mean_controls = []
+        for c in range(MAX_CHANNELS):
+            with gr.Row():
+                fix = gr.Checkbox(label=f"Set channel {c} mean ({CHANNEL_HINTS[c]})",
+                                  value=False, elem_id=elem_id(f"fix_mean_{c}"))
+                mean = gr.Slider(label=f"Channel {c} mean", minimum=-3.0, maximum=3.0,
+                                 step=0.05, value=0.0, elem_id=elem_id(f"mean_{c}"))
+            mean_controls += [fix, mean]
+        seed = gr.Number(label="Leak seed (-1: each image's own seed)", value=-1, precision=0,
+                         elem_id=elem_id("seed"))
+        with gr.Accordion("Preview", open=False):
+            preview_btn = gr.Button("Preview leak", elem_id=elem_id("preview"))
+            preview_img = gr.Image(label="Leak | plain start | start with leak",
+                                   interactive=False, type="pil")
+            preview_note = gr.HTML()
+        with gr.Accordion("Fit a preset", open=False):
+            folder = gr.Textbox(label="Image folder (on the WebUI machine)")
+            name = gr.Textbox(label="Preset name")
+            with gr.Row():
+                kind = gr.Radio(label="Kind", choices=["pixel", "dct+pixel"], value="dct+pixel")
+                n_components = gr.Slider(label="LF components", minimum=1, maximum=64, step=1,
+                                         value=3)
+                resolution = gr.Number(label="Resolution (0: model's native size)", value=0,
+                                       precision=0)
+            with gr.Row():
+                crop = gr.Radio(label="Crop", choices=["center", "random"], value="center")
+                crop_seed = gr.Number(label="Random crop seed", value=0, precision=0)
+                batch_size = gr.Slider(label="Batch size (0: automatic)", minimum=0, maximum=64,
+                                       step=1, value=0)
+            with gr.Row():
+                recursive = gr.Checkbox(label="Include sub-folders", value=False)
+                overwrite = gr.Checkbox(label="Overwrite an existing preset", value=False)
+            with gr.Row():
+                fit_btn = gr.Button("Fit", variant="primary")
+                stop_btn = gr.Button("Stop")
+            fit_result = gr.HTML()
+
+    leak_controls = [preset, strength, lf, *mean_controls, seed]
+    controls = [enabled, *leak_controls]
+
+    refresh.click(fn=lambda name: (gr.update(choices=presets.choices()), presets.summary(name)),
+                  inputs=[preset], outputs=[preset, summary])
+    preset.change(fn=presets.summary, inputs=[preset], outputs=[summary])
+    fit_btn.click(fn=call_queue.wrap_gradio_gpu_call(make_fit_button(presets),
+                                                     extra_outputs=[gr.update()]),
+                  inputs=[folder, name, kind, n_components, resolution, crop, crop_seed,
+                          recursive, overwrite, batch_size],
+                  outputs=[preset, fit_result])
+    stop_btn.click(fn=lambda: shared.state.interrupt(), inputs=[], outputs=[])
+    image_inputs = [host_components.get(k) or gr.State(v)
+                    for k, v in (("seed", -1), ("width", 512), ("height", 512))]
+    preview_btn.click(fn=make_preview(hooks), inputs=[*image_inputs, *leak_controls],
+                      outputs=[preview_img, preview_note])
+
+    script.infotext_fields = []
+    for control, arg in zip(controls, ARG_NAMES, strict=True):
+        target = _paste_target(arg)
+        field = PasteField(control, target, api=None) if PasteField else (control, target)
+        script.infotext_fields.append(field)
+    script.paste_field_names = [target for _, target in script.infotext_fields]
+    return controls
