@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from .fitting import FitAccumulator, fit
+from .fitting import FitAccumulator, auto_batch_size, fit
 from .images import ImageBatches, list_image_files
 from .mixing import StartConvention, sampler_input
 from .preset import Preset, preset_from_bytes, preset_to_bytes
@@ -187,47 +187,69 @@ def _encode_only(images: list[torch.Tensor], encoder: torch.nn.Module, device: t
 
 
 def bench_fit(folder: Path, size: int, batch: int, device: torch.device, width: int,
-              limit: int, rounds: int = 2, workers: int = 2, kind: str = "small") -> dict:
+              limit: int, rounds: int = 3, workers: int = 2, kind: str = "small") -> dict:
     files = list_image_files(folder)[:limit]
     encoder = make_encoder(kind, width).to(device)
     decoded = [b for b, _ in ImageBatches(folder, size, batch, files=files)]
     encoder(decoded[0].to(device))  # warm-up (cudnn autotune, allocator)
     encs, walls = [], []
-    for _ in range(rounds):  # interleaved, best of each: robust to a noisy machine
+    for _ in range(rounds):  # interleaved pairs: each ratio compares neighbours in time
         encs.append(_encode_only(decoded, encoder, device))
         t0 = time.perf_counter()
         result = fit(ImageBatches(folder, size, batch, files=files, workers=workers), encoder,
                      "dct+pixel", 10, size=size, device=device)
         _sync(device)
         walls.append(time.perf_counter() - t0)
-    enc, wall = min(encs), min(walls)
-    return {"images": result.images, "size": size, "batch": batch, "encode_only_s": enc,
-            "fit_s": wall, "ratio": wall / enc, "rounds": rounds, "workers": workers}
+    ratios = sorted(w / e for w, e in zip(walls, encs, strict=True))
+    return {"images": result.images, "size": size, "batch": batch,
+            "encode_only_s": statistics.median(encs), "fit_s": statistics.median(walls),
+            "ratio": statistics.median(ratios), "ratio_range": (ratios[0], ratios[-1]),
+            "rounds": rounds, "workers": workers}
 
 
-def _fit_memory_child(folder: str, count: int, size: int, batch: int, device: str) -> None:
+def _fit_memory_child(folder: str, count: int, size: int, batch: int, device: str,
+                      encoder: str = "tiny") -> None:
+    """One fit in this (fresh) process; prints its peak memory and wall time as JSON."""
     files = list_image_files(folder)
     files = (files * (count // len(files) + 1))[:count]
     dev = torch.device(device)
-    encoder = BenchEncoder(16).to(dev)
-    fit(ImageBatches(folder, size, batch, files=files), encoder, "dct+pixel", 10, size=size,
+    model = BenchEncoder(16) if encoder == "tiny" else make_encoder(encoder, 32)
+    model = model.to(dev)
+    chosen = batch if batch > 0 else auto_batch_size(dev, size)
+    t0 = time.perf_counter()
+    fit(ImageBatches(folder, size, chosen, files=files), model, "dct+pixel", 10, size=size,
         device=dev)
+    _sync(dev)
+    wall = time.perf_counter() - t0
     peak_gpu = torch.cuda.max_memory_allocated() if dev.type == "cuda" else 0
     rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"count": count, "peak_rss_mb": rss_kb / 1024,
-                      "peak_gpu_mb": peak_gpu / 2**20}))
+    print(json.dumps({"count": count, "batch": chosen, "peak_rss_mb": rss_kb / 1024,
+                      "peak_gpu_mb": peak_gpu / 2**20, "wall_s": wall}))
+
+
+def _child(folder: Path, count: int, size: int, batch: int, device: torch.device,
+           encoder: str = "tiny") -> dict:
+    proc = subprocess.run([sys.executable, "-m", "slb.bench", "--memory-child", str(count),
+                           "--images", str(folder), "--size", str(size), "--batch",
+                           str(batch), "--device", str(device), "--child-encoder", encoder],
+                          capture_output=True, text=True, check=True,
+                          cwd=Path(__file__).resolve().parents[1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def bench_memory(folder: Path, n: int, size: int, batch: int, device: torch.device) -> list[dict]:
-    out = []
-    for count in (n, 4 * n):
-        proc = subprocess.run([sys.executable, "-m", "slb.bench", "--memory-child", str(count),
-                               "--images", str(folder), "--size", str(size), "--batch",
-                               str(batch), "--device", str(device)],
-                              capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).resolve().parents[1])
-        out.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    return out
+    return [_child(folder, count, size, batch, device) for count in (n, 4 * n)]
+
+
+def bench_batch_memory(folder: Path, count: int, size: int, device: torch.device,
+                       batches: tuple[int, ...] = (0, 1, 4)) -> list[dict]:
+    """Peak memory and wall time of a fit with the VAE-sized encoder, per batch size (0: the
+    default, chosen by :func:`slb.fitting.auto_batch_size`), each in a fresh process."""
+    rows = []
+    for batch in batches:
+        row = _child(folder, count, size, batch, device, encoder="vae")
+        rows.append({**row, "requested": "default" if batch == 0 else batch})
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -243,15 +265,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2, help="image decoding threads")
     p.add_argument("--memory-images", type=int, default=64, help="N for the memory check")
     p.add_argument("--repeat", type=int, default=300, help="latency repetitions")
-    p.add_argument("--skip", action="append", default=[], choices=("latency", "fit", "memory"))
+    p.add_argument("--skip", action="append", default=[],
+                   choices=("latency", "fit", "memory", "batch"))
     p.add_argument("--check-devices", action="store_true",
                    help="also compare leaks drawn on the CPU and on --device (same seeds)")
     p.add_argument("--json", type=Path, help="also write all numbers here")
+    p.add_argument("--batch-images", type=int, default=8,
+                   help="images for the batch-size memory comparison (VAE-sized encoder)")
+    p.add_argument("--batch-size-px", type=int, default=512,
+                   help="crop size for the batch-size memory comparison (default 512)")
     p.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--child-encoder", default="tiny", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     device = torch.device(args.device)
     if args.memory_child:
-        _fit_memory_child(str(args.images), args.memory_child, args.size, args.batch, args.device)
+        _fit_memory_child(str(args.images), args.memory_child, args.size, args.batch,
+                          args.device, args.child_encoder)
         return 0
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else (
         f"CPU, {torch.get_num_threads()} torch threads, {os.cpu_count()} cores")
@@ -269,13 +298,13 @@ def main(argv: list[str] | None = None) -> int:
         report["latency"] = rows
     if "fit" not in args.skip:
         print(f"\n[2] fit vs encode-only, {args.images.name}, {args.size}px, batch {args.batch}"
-              f" (target: ratio <= 1.10; best of 2 interleaved rounds each)")
+              f" (target: ratio <= 1.10; median of 3 interleaved pairs)")
         r = bench_fit(args.images, args.size, args.batch, device, args.width, args.limit,
                       workers=args.workers, kind=args.encoder)
         enc = "VAE-sized" if args.encoder == "vae" else f"small (width {args.width})"
         print(f"  {r['images']} images, {enc} encoder, {args.workers} decode threads:"
               f" encode only {r['encode_only_s']:.2f} s, full fit {r['fit_s']:.2f} s, ratio "
-              f"{r['ratio']:.3f}")
+              f"{r['ratio']:.3f} (pairs {r['ratio_range'][0]:.3f}..{r['ratio_range'][1]:.3f})")
         report["fit"] = r
     if "memory" not in args.skip:
         n = args.memory_images
@@ -287,6 +316,20 @@ def main(argv: list[str] | None = None) -> int:
         key = "peak_gpu_mb" if device.type == "cuda" else "peak_rss_mb"
         print(f"  ratio 4N/N: {mem[1][key] / mem[0][key]:.3f}")
         report["memory"] = mem
+    if "batch" not in args.skip:
+        print(f"\n[4] fit with the VAE-sized encoder at {args.batch_size_px} px, "
+              f"{args.batch_images} images: default batch size against batch 1 (and 4, the "
+              "old default); fresh processes. Goal: default peak <= 1.2x batch 1's, wall time "
+              "no worse")
+        rows = bench_batch_memory(args.images, args.batch_images, args.batch_size_px, device)
+        key = "peak_gpu_mb" if device.type == "cuda" else "peak_rss_mb"
+        one = next(r for r in rows if r["requested"] == 1)
+        for r in rows:
+            print(f"  batch {str(r['requested']):8s} (used {r['batch']}): peak "
+                  f"{'GPU' if device.type == 'cuda' else 'RSS'} {r[key]:8.1f} MB "
+                  f"({r[key] / one[key]:.2f}x batch 1), wall {r['wall_s']:6.1f} s "
+                  f"({r['wall_s'] / one['wall_s']:.2f}x batch 1)")
+        report["batch"] = rows
     if args.check_devices and device.type != "cpu":
         print(f"\n[4] same seed, same leak on cpu and {device} (max |difference| / leak std)")
         report["devices"] = check_devices(device)
