@@ -18,21 +18,35 @@ class FormComponent:
         return getattr(getattr(gr, "components", None), "Form", None)
 
 
-def _form_variant(name, base, block_name, **members):
-    return type(name, (FormComponent, base),
-                {"get_block_name": lambda self: block_name, "__module__": __name__, **members})
+# Written as class statements: gradio 4 (Forge's pin) reads each component class's source
+# when the class is created.
+class FormRow(FormComponent, gr.Row):
+    def get_block_name(self):
+        return "row"
 
 
-def _tool_button_init(self, *args, **kwargs):
-    classes = ["tool", *kwargs.pop("elem_classes", [])]
-    gr.Button.__init__(self, *args, elem_classes=classes, **kwargs)
+class FormColumn(FormComponent, gr.Column):
+    def get_block_name(self):
+        return "column"
 
 
-FormRow = _form_variant("FormRow", gr.Row, "row")
-FormColumn = _form_variant("FormColumn", gr.Column, "column")
-FormGroup = _form_variant("FormGroup", gr.Group, "group")
-FormHTML = _form_variant("FormHTML", gr.HTML, "html")
-ToolButton = _form_variant("ToolButton", gr.Button, "button", __init__=_tool_button_init)
+class FormGroup(FormComponent, gr.Group):
+    def get_block_name(self):
+        return "group"
+
+
+class FormHTML(FormComponent, gr.HTML):
+    def get_block_name(self):
+        return "html"
+
+
+class ToolButton(FormComponent, gr.Button):
+    def __init__(self, *args, **kwargs):
+        classes = ["tool", *kwargs.pop("elem_classes", [])]
+        super().__init__(*args, elem_classes=classes, **kwargs)
+
+    def get_block_name(self):
+        return "button"
 
 
 class InputAccordion(gr.Checkbox):
@@ -45,8 +59,10 @@ class InputAccordion(gr.Checkbox):
             InputAccordion.global_index += 1
         self.accordion_id = own_id
         super().__init__(value, **{**kwargs, "elem_id": f"{own_id}-checkbox", "visible": False})
-        self.change(fn=None, _js=f'function(c){{ inputAccordionChecked("{own_id}", c); }}',
-                    inputs=[self])
+        # gradio 3 (A1111) names the client-side handler _js, gradio 4 (Forge) js
+        js_key = "_js" if str(getattr(gr, "__version__", "3")).startswith("3") else "js"
+        self.change(fn=None, inputs=[self], **{
+            js_key: f'function(c){{ inputAccordionChecked("{own_id}", c); }}'})
         self.accordion = gr.Accordion(**{**kwargs, "elem_id": own_id, "open": value,
                                          "label": kwargs.get("label", "Accordion"),
                                          "elem_classes": ["input-accordion"]})
