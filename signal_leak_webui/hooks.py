@@ -53,6 +53,8 @@ class LeakHooks:
             return
         if not settings.enabled:
             return
+        if self.host.inner_pass(p):
+            return  # an LF swap would recolour each detected face (see the setting)
         try:
             sd_model = self.host.sd_model(p)
             plan = self.presets.plan(settings, sd_model)

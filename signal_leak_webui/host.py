@@ -26,7 +26,7 @@ from modules import devices, paths, sd_samplers_kdiffusion, sd_samplers_timestep
 from slb import host as lookups
 from slb.generation import AppliedMarks
 
-from .options import OPT_ALLOW, OPT_DIR
+from .options import OPT_ALLOW, OPT_DIR, OPT_INNER
 
 FLOW_REASON = "flow-matching models start from pure noise"
 
@@ -50,6 +50,11 @@ class A1111Host:
 
     def allow_other_families(self) -> bool:
         return bool(self.option(OPT_ALLOW, False))
+
+    def inner_pass(self, p: object) -> bool:
+        """Whether ``p`` is another extension's inner pass that the user keeps leak-free
+        (ADetailer marks its face/hand img2img passes with ``p._ad_inner``)."""
+        return bool(getattr(p, "_ad_inner", False)) and not bool(self.option(OPT_INNER, False))
 
     def sgm_noise_multiplier(self) -> bool:
         return bool(self.option("sgm_noise_multiplier", False))

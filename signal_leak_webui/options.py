@@ -5,6 +5,7 @@ from __future__ import annotations
 TITLE = "Signal Leak Bias"
 OPT_DIR = "signal_leak_presets_dir"
 OPT_ALLOW = "signal_leak_allow_other_families"
+OPT_INNER = "signal_leak_inner_passes"
 
 
 def register() -> None:
@@ -19,3 +20,7 @@ def register() -> None:
     shared.opts.add_option(OPT_ALLOW, shared.OptionInfo(
         False, "Allow presets from other model families (their latent space may differ)",
         gr.Checkbox, section=section))
+    shared.opts.add_option(OPT_INNER, shared.OptionInfo(
+        False, "Apply the leak in other extensions' inner img2img passes too (ADetailer's "
+        "face and hand fixes; off: those passes keep their colours)", gr.Checkbox,
+        section=section))

@@ -176,9 +176,19 @@ def _load_encoder(args: argparse.Namespace) -> tuple[Callable[[torch.Tensor], to
         batch = batch.to(device=device, dtype=vae.dtype)
         return vae.encode(batch).latent_dist.mode().float() * scale
 
-    guess = "sdxl" if abs(scale - 0.13025) < 1e-6 else "unknown"
+    family = family_from_vae_config(scale, int(getattr(vae.config, "latent_channels", 4)))
     return encode, {"vae": Path(args.vae).name, "scale_factor": scale, "encode_mode": "mean",
-                    "model_family": guess}
+                    "model_family": family}
+
+
+def family_from_vae_config(scaling_factor: float, latent_channels: int) -> str:
+    """The model family a VAE's configuration tells, or ``unknown``: 4 channels at 0.18215
+    is the SD 1.x/2.x VAE (one latent space, recorded as ``sd1``), at 0.13025 SDXL's."""
+    if latent_channels == 4 and abs(scaling_factor - 0.18215) < 1e-6:
+        return "sd1"
+    if latent_channels == 4 and abs(scaling_factor - 0.13025) < 1e-6:
+        return "sdxl"
+    return "unknown"
 
 
 def _check_fit_paths(args: argparse.Namespace) -> Path:
@@ -203,7 +213,11 @@ def cmd_fit(args: argparse.Namespace) -> int:
     encode, meta = _load_encoder(args)
     if args.model_family != "auto":
         meta["model_family"] = args.model_family
-    meta.setdefault("model_family", "unknown")
+    elif meta.get("model_family", "unknown") == "unknown":
+        source = "--encoder" if args.encoder else f"the VAE's configuration ({printable(args.vae)})"
+        raise CliError(f"{source} does not tell the model family: pass --model-family "
+                       "sd1|sd2|sdxl (or 'unknown': the WebUI then applies the preset only when "
+                       "'Allow presets from other model families' is on)")
     last = [0.0]
     line = _Progress()
 

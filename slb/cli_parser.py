@@ -119,7 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", type=types.device,
                    default=torch.device("cuda" if torch.cuda.is_available() else "cpu"),
                    help="cpu, cuda, cuda:N or mps (default: cuda when available)")
-    p.add_argument("--model-family", choices=("auto", *cli.FAMILIES), default="auto")
+    p.add_argument("--model-family", choices=("auto", *cli.FAMILIES), default="auto",
+                   help="latent space of the encoder (auto: from the --vae configuration; "
+                   "required with --encoder)")
     p.add_argument("--description", default="", help="free text stored in the preset")
     p.add_argument("--out-dir", default=".", help="where to write the preset (default: .)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing preset or "

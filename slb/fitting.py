@@ -117,16 +117,32 @@ class FitResult:
     warnings: list[str] = field(default_factory=list)
 
 
-class _FitState:
-    """The accumulator (created from the first latents' shape) and the rejected latents."""
+_HALF = (torch.float16, torch.bfloat16)
 
-    def __init__(self, kind: str, n_components: int) -> None:
+
+class _FitState:
+    """The accumulator (created from the first latents' shape), the rejected latents, and
+    the float32 retries of half-precision batches that gave non-finite latents."""
+
+    def __init__(self, kind: str, n_components: int, encoder: Callable | None = None) -> None:
         self.kind, self.n_components = kind, n_components
+        self.encoder = encoder
         self.acc: FitAccumulator | None = None
         self.bad: list[SkippedImage] = []
+        self.retried = self.rescued = 0
 
-    def add(self, latents: torch.Tensor, names: list[str] | None, offset: int) -> None:
+    def add(self, latents: torch.Tensor, names: list[str] | None, offset: int,
+            batch: torch.Tensor | None = None) -> None:
         finite = torch.isfinite(latents).flatten(1).all(dim=1)
+        if not bool(finite.all()) and batch is not None and batch.dtype in _HALF \
+                and self.encoder is not None:
+            # fp16 VAEs (SDXL's above all) overflow to NaN where float32 does not: encode
+            # this batch once more in float32 (the encoder runs in its input's precision)
+            self.retried += 1
+            with torch.no_grad():
+                latents = self.encoder(batch.float()).float()
+            finite = torch.isfinite(latents).flatten(1).all(dim=1)
+            self.rescued += int(finite.sum())
         if not bool(finite.all()):
             for i in torch.nonzero(~finite).flatten().tolist():
                 label = names[i] if names else f"image {offset + i}"
@@ -139,6 +155,12 @@ class _FitState:
             self.acc = FitAccumulator(self.kind, tuple(latents.shape[1:]), self.n_components,
                                       device=latents.device)
         self.acc.update(latents)
+
+    def notes(self) -> list[str]:
+        if not self.retried:
+            return []
+        return [f"{self.retried} batch(es) gave NaN/inf latents in half precision and were "
+                f"encoded again in float32 ({self.rescued} image(s) rescued)"]
 
 
 def _to_device(batch: torch.Tensor, device: torch.device | str | None,
@@ -250,7 +272,7 @@ def fit(images: object, encode: Encoder, kind: str = "dct+pixel", n_components: 
     batches, reader = _as_batches(images, size, batch_size, crop, recursive, workers)
     total = reader.total if reader is not None else 0
     encoder = _BackoffEncoder(encode)
-    state = _FitState(kind, n_components)
+    state = _FitState(kind, n_components, encoder)
     queued: tuple | None = None
     done = 0
     for item in batches:
@@ -268,7 +290,7 @@ def fit(images: object, encode: Encoder, kind: str = "dct+pixel", n_components: 
         # while the next images are stacked and copied.
         if queued is not None:
             state.add(*queued)
-        queued = (latents, names, done)
+        queued = (latents, names, done, batch)
         done += batch.shape[0]
         if progress is not None:
             progress(done, max(total, done))
@@ -283,7 +305,7 @@ def fit(images: object, encode: Encoder, kind: str = "dct+pixel", n_components: 
         if acc is None:
             raise NoUsableImagesError.from_skipped(folder, skipped)
         raise NoUsableImagesError(f"only 1 usable image in {folder}; a preset needs at least 2")
-    notes = []
+    notes = state.notes()
     if kind == "dct+pixel" and acc.count <= acc.lf.dim:
         notes.append(f"{acc.count} images for {acc.lf.dim} LF values: the LF covariance is "
                      "singular (sampling copes, but more images give a better preset)")

@@ -25,9 +25,13 @@ _LATENT_SPACE = {"sd1": "sd1/sd2", "sd2": "sd1/sd2", "sdxl": "sdxl"}
 
 
 def same_latent_space(a: str, b: str) -> bool:
-    """Whether model families ``a`` and ``b`` share a latent space (unknown never conflicts)."""
+    """Whether model families ``a`` and ``b`` are known to share a latent space.
+
+    An ``unknown`` family is never known to match: such a preset is applied only when the
+    user allows presets from other families.
+    """
     if "unknown" in (a, b):
-        return True
+        return False
     return _LATENT_SPACE.get(a, a) == _LATENT_SPACE.get(b, b)
 
 
@@ -68,9 +72,11 @@ def plan_generation(settings: LeakSettings, find_preset: Callable[[str], Preset]
         return LeakPlan(settings, preset, f"preset {settings.preset} has {preset.channels} latent "
                         f"channels; the model has {model_channels}")
     if not allow_other_families and not same_latent_space(preset.model_family, model_family):
-        return LeakPlan(settings, preset, f"preset {settings.preset} was fitted for "
-                        f"{preset.model_family}, the model is {model_family} (see the setting "
-                        "'Allow presets from other model families')")
+        fitted = ("an unknown model family (family unknown)" if preset.model_family == "unknown"
+                  else preset.model_family)
+        return LeakPlan(settings, preset, f"preset {settings.preset} was fitted for {fitted}, "
+                        f"the model is {model_family} (see the setting 'Allow presets from "
+                        "other model families')")
     return LeakPlan(settings, preset)
 
 

@@ -10,8 +10,9 @@ and is tested with plain stand-in objects.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -138,6 +139,21 @@ def vae_name(sd_model: object, vae_hash: str | None = None, vae_file: str | None
     return f"checkpoint:{model_hash}" if model_hash else "unknown"
 
 
+@contextlib.contextmanager
+def _float32_vae(sd_model: object, active: bool) -> Iterator[None]:
+    """The model's VAE (``first_stage_model``) in float32 for the duration, then restored."""
+    vae = getattr(sd_model, "first_stage_model", None)
+    if not active or not isinstance(vae, torch.nn.Module):
+        yield
+        return
+    dtype = next((p.dtype for p in vae.parameters()), torch.float32)
+    vae.to(torch.float32)
+    try:
+        yield
+    finally:
+        vae.to(dtype)
+
+
 def vae_encoder(sd_model: object, device: torch.device | str, dtype: torch.dtype,
                 seed: int = 0) -> tuple[Callable[[torch.Tensor], torch.Tensor], list[str]]:
     """An encoder for :func:`slb.fitting.fit` built on the loaded model's VAE.
@@ -153,9 +169,12 @@ def vae_encoder(sd_model: object, device: torch.device | str, dtype: torch.dtype
     dev = torch.device(device)
 
     def encode(batch: torch.Tensor) -> torch.Tensor:
-        x = batch.to(device=dev, dtype=dtype)
+        # A float32 batch for a half-precision VAE is fit()'s retry after NaN latents: run
+        # the VAE in float32 for this call (as the host's --no-half-vae would).
+        upcast = batch.dtype == torch.float32 and dtype in (torch.float16, torch.bfloat16)
+        x = batch.to(device=dev, dtype=torch.float32 if upcast else dtype)
         devices = [dev.index or 0] if dev.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
+        with torch.random.fork_rng(devices=devices), _float32_vae(sd_model, upcast):
             torch.manual_seed(seed)
             out = sd_model.encode_first_stage(x)  # type: ignore[attr-defined]
         # a posterior object (not a tensor: tensors have a .mode() method too)

@@ -262,8 +262,9 @@ class Preset:
         c, h, w = self.latent_shape
         ih, iw = self.image_size
         n = f", n={self.n_components}" if self.kind == "dct+pixel" else ""
+        family = "family unknown" if self.model_family == "unknown" else self.model_family
         return (f"{self.kind}{n}, latent {c}x{h}x{w} ({iw}x{ih} px), {self.images} images, "
-                f"{self.model_family}")
+                f"{family}")
 
     # --- validation ---------------------------------------------------------------------
     def validate(self) -> None:

@@ -13,6 +13,7 @@ from slb.preset import load_preset, save_preset
 from tests.conftest import photo_folder
 
 ROOT = Path(__file__).resolve().parents[1]
+ENC = ["--encoder", "tests.encoders:make_encoder", "--model-family", "sd1"]
 
 
 @pytest.fixture
@@ -76,7 +77,7 @@ def test_preview_writes_png(saved, tmp_path):
 
 def test_fit_with_own_encoder_then_info(coco128, tmp_path, capsys):
     folder = photo_folder(coco128, tmp_path / "imgs", 6, broken="broken.jpg")
-    args = ["fit", str(folder), "tiny", "--encoder", "tests.encoders:make_encoder", "--size", "64",
+    args = ["fit", str(folder), "tiny", *ENC, "--size", "64",
             "--kind", "dct+pixel", "-n", "3", "--out-dir", str(tmp_path)]
     assert main(args) == 0
     out = capsys.readouterr().out
@@ -95,7 +96,7 @@ def test_fit_partials_then_merge(coco128, tmp_path):
         d.mkdir()
         for f in part:
             shutil.copy(f, d / f.name)
-        assert main(["fit", str(d), "x", "--encoder", "tests.encoders:make_encoder", "--size",
+        assert main(["fit", str(d), "x", *ENC, "--size",
                      "64", "--kind", "pixel", "--partial", str(tmp_path / f"p{i}.st")]) == 0
     assert main(["merge", str(tmp_path / "p0.st"), str(tmp_path / "p1.st"), "--name", "merged",
                  "--out-dir", str(tmp_path)]) == 0
@@ -114,5 +115,5 @@ def test_fit_vae_without_diffusers_says_so(tmp_path, capsys, monkeypatch):
 
 
 def test_bad_name_refused_before_any_work(tmp_path, capsys):
-    assert main(["fit", str(tmp_path), "../evil", "--encoder", "tests.encoders:make_encoder"]) == 2
+    assert main(["fit", str(tmp_path), "../evil", *ENC]) == 2
     assert "contains '/'" in capsys.readouterr().err

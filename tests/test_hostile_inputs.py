@@ -42,6 +42,7 @@ from tests.conftest import make_preset, photo_folder, synthetic_latents
 
 ROOT = Path(__file__).resolve().parents[1]
 ENCODER = "tests.encoders:make_encoder"
+ENC = ["--encoder", ENCODER, "--model-family", "sd1"]
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -365,19 +366,19 @@ CLI_CASES = {
     "preview scale 0": (["preview", "manual", "--scale", "0"], "scale must lie"),
     "preview too many pixels": (["preview", "manual", "--shape", "4,512,512", "--count", "64",
                                  "--scale", "16", "--out", "{tmp}/p.png"], "pixels"),
-    "fit size 100": (["fit", "{tmp}", "x", "--encoder", ENCODER, "--size", "100"],
+    "fit size 100": (["fit", "{tmp}", "x", *ENC, "--size", "100"],
                      "multiple of 8"),
-    "fit size 7": (["fit", "{tmp}", "x", "--encoder", ENCODER, "--size", "7"], "size must be"),
-    "fit size 10**400": (["fit", "{tmp}", "x", "--encoder", ENCODER, "--size", "1" + "0" * 400],
+    "fit size 7": (["fit", "{tmp}", "x", *ENC, "--size", "7"], "size must be"),
+    "fit size 10**400": (["fit", "{tmp}", "x", *ENC, "--size", "1" + "0" * 400],
                          "size must be an integer"),
-    "fit n 0": (["fit", "{tmp}", "x", "--encoder", ENCODER, "-n", "0"], "LF components"),
-    "fit batch 0": (["fit", "{tmp}", "x", "--encoder", ENCODER, "--batch-size", "0"],
+    "fit n 0": (["fit", "{tmp}", "x", *ENC, "-n", "0"], "LF components"),
+    "fit batch 0": (["fit", "{tmp}", "x", *ENC, "--batch-size", "0"],
                     "batch size"),
-    "fit crop garbage": (["fit", "{tmp}", "x", "--encoder", ENCODER, "--crop", "random:x"],
+    "fit crop garbage": (["fit", "{tmp}", "x", *ENC, "--crop", "random:x"],
                          "crop must be"),
-    "fit device tpu": (["fit", "{tmp}", "x", "--encoder", ENCODER, "--device", "tpu"],
+    "fit device tpu": (["fit", "{tmp}", "x", *ENC, "--device", "tpu"],
                        "unknown device"),
-    "fit device cuda:-1": (["fit", "{tmp}", "x", "--encoder", ENCODER, "--device", "cuda:-1"],
+    "fit device cuda:-1": (["fit", "{tmp}", "x", *ENC, "--device", "cuda:-1"],
                            "unknown device"),
     "fit encoder module missing": (["fit", "{tmp}", "x", "--encoder", "no_such_module:f"],
                                    "cannot import module"),
@@ -385,15 +386,15 @@ CLI_CASES = {
                                       "has no callable"),
     "fit encoder without colon": (["fit", "{tmp}", "x", "--encoder", "slb.bench"],
                                   "MODULE:FACTORY"),
-    "fit folder missing": (["fit", "{tmp}/nope", "x", "--encoder", ENCODER], "does not exist"),
-    "fit folder is a file": (["fit", "{tmp}/file.txt", "x", "--encoder", ENCODER],
+    "fit folder missing": (["fit", "{tmp}/nope", "x", *ENC], "does not exist"),
+    "fit folder is a file": (["fit", "{tmp}/file.txt", "x", *ENC],
                              "is not a folder"),
-    "fit out-dir is a file": (["fit", "{tmp}", "x", "--encoder", ENCODER, "--out-dir",
+    "fit out-dir is a file": (["fit", "{tmp}", "x", *ENC, "--out-dir",
                                "{tmp}/file.txt"], "is not a folder"),
-    "fit partial into missing folder": (["fit", "{tmp}", "x", "--encoder", ENCODER,
+    "fit partial into missing folder": (["fit", "{tmp}", "x", *ENC,
                                          "--partial", "{tmp}/no/p.st"], "does not exist"),
-    "fit name traversal": (["fit", "{tmp}", "../evil", "--encoder", ENCODER], "contains"),
-    "fit no usable images": (["fit", "{tmp}", "x", "--encoder", ENCODER], "No usable images"),
+    "fit name traversal": (["fit", "{tmp}", "../evil", *ENC], "contains"),
+    "fit no usable images": (["fit", "{tmp}", "x", *ENC], "No usable images"),
     "demo steps 0": (["demo", "--steps", "0"], "steps must lie"),
     "merge garbage": (["merge", "{tmp}/file.txt", "--name", "m", "--out-dir", "{tmp}/out"],
                       "not a partial fit"),
@@ -416,7 +417,7 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys, monkeypatch, case):
 
 def test_cli_debug_flag_shows_the_traceback(tmp_path):
     with pytest.raises(Exception, match="does not exist"):
-        main(["--debug", "fit", str(tmp_path / "nope"), "x", "--encoder", ENCODER])
+        main(["--debug", "fit", str(tmp_path / "nope"), "x", *ENC])
 
 
 def test_cli_out_of_memory_is_one_line(tmp_path, capsys, monkeypatch):
@@ -447,7 +448,7 @@ def test_sample_writes_exactly_the_path_given_and_refuses_to_replace(tmp_path, c
 def test_fit_partial_never_overwrites_a_preset(coco128, tmp_path, capsys, preset_file):
     folder = photo_folder(coco128, tmp_path / "imgs", 3)
     before = preset_file.read_bytes()
-    last = cli_error(["fit", str(folder), "x", "--encoder", ENCODER, "--size", "64",
+    last = cli_error(["fit", str(folder), "x", *ENC, "--size", "64",
                       "--partial", str(preset_file)], capsys)
     assert "--overwrite" in last and preset_file.read_bytes() == before
 
@@ -458,7 +459,7 @@ def test_fit_with_non_utf8_image_name_under_strict_output(coco128, tmp_path):
         fh.write(b"not a jpeg")
     env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, "-m", "slb", "fit", str(folder), "np",
-                           "--encoder", ENCODER, "--size", "64", "--out-dir", str(tmp_path)],
+                           *ENC, "--size", "64", "--out-dir", str(tmp_path)],
                           cwd=ROOT, env=env, capture_output=True, timeout=300)
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")
     assert b"bad\\xff.jpg" in proc.stdout and (tmp_path / "np.safetensors").exists()
@@ -474,7 +475,7 @@ def test_progress_line_ends_before_the_error(coco128, tmp_path, capsys, monkeypa
         raise RuntimeError("encoder crashed")
 
     monkeypatch.setattr(slb.cli, "fit", failing_fit)
-    assert main(["fit", str(folder), "x", "--encoder", ENCODER, "--size", "64",
+    assert main(["fit", str(folder), "x", *ENC, "--size", "64",
                  "--out-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "1/3 images\nerror: RuntimeError: encoder crashed" in err
@@ -489,7 +490,7 @@ def test_fit_interrupted_by_ctrl_c_saves_nothing(coco128, tmp_path, capsys, monk
         raise KeyboardInterrupt
 
     monkeypatch.setattr(slb.cli, "fit", interrupted)
-    assert main(["fit", str(folder), "x", "--encoder", ENCODER, "--size", "64",
+    assert main(["fit", str(folder), "x", *ENC, "--size", "64",
                  "--out-dir", str(tmp_path / "out")]) == 130
     assert "nothing was saved" in capsys.readouterr().err
     assert not list((tmp_path / "out").glob("*"))
@@ -504,7 +505,7 @@ def test_read_only_output_folder_is_refused_before_work(tmp_path, capsys, monkey
     real_access = os.access
     monkeypatch.setattr(slb.files.os, "access",
                         lambda p, mode: False if Path(p) == ro else real_access(p, mode))
-    last = cli_error(["fit", str(tmp_path), "x", "--encoder", ENCODER, "--out-dir", str(ro)],
+    last = cli_error(["fit", str(tmp_path), "x", *ENC, "--out-dir", str(ro)],
                      capsys)
     assert "not writable" in last
 

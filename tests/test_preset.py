@@ -334,5 +334,6 @@ def test_preset_from_bytes_and_summary(dct_preset):
     from slb.preset import preset_to_bytes
 
     again = preset_from_bytes(preset_to_bytes(dct_preset), name="x")
-    assert again.summary() == "dct+pixel, n=6, latent 4x16x16 (128x128 px), 400 images, unknown"
+    assert again.summary() == ("dct+pixel, n=6, latent 4x16x16 (128x128 px), 400 images, "
+                               "family unknown")
     assert isinstance(again, Preset)

@@ -118,7 +118,8 @@ def test_leak_seeds():
 
 
 def test_latent_space_groups():
-    assert same_latent_space("sd1", "sd2") and same_latent_space("unknown", "sdxl")
+    assert same_latent_space("sd1", "sd2") and not same_latent_space("unknown", "sdxl")
+    assert not same_latent_space("sd1", "unknown")
     assert not same_latent_space("sd1", "sdxl")
 
 

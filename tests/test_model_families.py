@@ -1,0 +1,170 @@
+"""Model-family handling that needs no real host (issue: every model family users run):
+presets of unknown family, the family a VAE's configuration tells, half-precision VAEs that
+give NaN latents, and inner passes of other extensions (ADetailer)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from slb.cli import family_from_vae_config, main
+from slb.fitting import fit
+from slb.generation import plan_generation
+from slb.settings import LeakSettings
+from tests.conftest import make_preset, photo_folder
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "signal_leak_bias.py"
+TITLE = "Signal Leak Bias"
+
+
+# --- presets of unknown family -----------------------------------------------------------------
+
+def _plan(preset_family: str, model_family: str, allow: bool = False):
+    preset = make_preset("pixel", shape=(4, 8, 8), model_family=preset_family)
+    return plan_generation(LeakSettings(enabled=True, preset="p"), lambda name: preset,
+                           model_channels=4, model_family=model_family,
+                           allow_other_families=allow)
+
+
+def test_unknown_family_is_not_silently_compatible():
+    plan = _plan("unknown", "sd1")
+    assert not plan.applies and "family unknown" in plan.reason
+    assert "Allow presets from other model families" in plan.reason
+    assert _plan("unknown", "sd1", allow=True).applies
+    assert _plan("sd2", "sd1").applies and not _plan("sdxl", "sd1").applies
+
+
+def test_summary_says_family_unknown():
+    assert make_preset("pixel", shape=(4, 8, 8)).summary().endswith("family unknown")
+
+
+# --- fit --vae / --encoder: the family is recorded or asked for ---------------------------------
+
+@pytest.mark.parametrize(("scale", "channels", "family"), [
+    (0.18215, 4, "sd1"), (0.13025, 4, "sdxl"), (1.5305, 16, "unknown"),
+    (0.3611, 16, "unknown"), (0.18215, 16, "unknown")])
+def test_family_from_vae_config(scale, channels, family):
+    assert family_from_vae_config(scale, channels) == family
+
+
+def test_encoder_without_model_family_is_refused_before_fitting(coco128, tmp_path, capsys):
+    folder = photo_folder(coco128, tmp_path / "imgs", 3)
+    assert main(["fit", str(folder), "x", "--encoder", "tests.encoders:make_encoder",
+                 "--size", "64", "--out-dir", str(tmp_path)]) == 2
+    assert "--model-family" in capsys.readouterr().err
+    assert not (tmp_path / "x.safetensors").exists()
+    assert main(["fit", str(folder), "x", "--encoder", "tests.encoders:make_encoder",
+                 "--size", "64", "--out-dir", str(tmp_path), "--model-family", "unknown"]) == 0
+
+
+# --- half-precision VAEs: NaN in fp16, a float32 retry --------------------------------------------
+
+class Fp16Overflow(torch.nn.Module):
+    """Finite latents in float32, NaN in half precision (as SDXL's VAE does on GPUs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[torch.dtype] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls.append(x.dtype)
+        out = torch.nn.functional.avg_pool2d(x.float(), 8)[:, :3]
+        out = torch.cat([out, out[:, :1] * 0.5], dim=1)
+        if x.dtype == torch.float16:
+            out = out * float("nan")
+        return out
+
+
+def test_fp16_nan_batches_are_retried_in_float32(coco128, tmp_path):
+    folder = photo_folder(coco128, tmp_path / "imgs", 4)
+    encoder = Fp16Overflow()
+    result = fit(folder, encoder, "pixel", size=64, batch_size=2, dtype=torch.float16)
+    assert result.images == 4 and not result.skipped
+    assert encoder.calls.count(torch.float16) == 2 and encoder.calls.count(torch.float32) == 2
+    assert any("encoded again in float32 (4 image(s) rescued)" in w for w in result.warnings)
+    # the same statistics as a float32 fit, up to the fp16 rounding of the input pixels
+    reference = fit(folder, Fp16Overflow(), "pixel", size=64, batch_size=2)
+    assert torch.allclose(result.preset.tensors["mean"], reference.preset.tensors["mean"],
+                          atol=1e-3)
+
+
+def test_float32_nan_is_still_skipped_without_retry(coco128, tmp_path):
+    folder = photo_folder(coco128, tmp_path / "imgs", 3)
+
+    def half_broken(x: torch.Tensor) -> torch.Tensor:
+        out = torch.nn.functional.avg_pool2d(x, 8)[:, :3]
+        out = torch.cat([out, out[:, :1]], dim=1)
+        out[0] = float("nan")
+        return out
+
+    result = fit(folder, half_broken, "pixel", size=64, batch_size=3)
+    assert result.images == 2 and len(result.skipped) == 1
+    assert not any("float32" in w for w in result.warnings)
+
+
+def test_host_encoder_runs_a_half_vae_in_float32_for_the_retry():
+    from slb.host import vae_encoder
+
+    class Model:
+        scale_factor = 0.18215
+
+        def __init__(self) -> None:
+            self.first_stage_model = torch.nn.Conv2d(3, 4, 8, stride=8).half()
+            self.seen: list[torch.dtype] = []
+
+        def encode_first_stage(self, x: torch.Tensor) -> torch.Tensor:
+            weight = next(self.first_stage_model.parameters())
+            self.seen.append(weight.dtype)
+            return self.first_stage_model(x.to(weight.dtype))
+
+    model = Model()
+    encode, _ = vae_encoder(model, "cpu", torch.float16)
+    assert encode(torch.zeros(1, 3, 16, 16, dtype=torch.float32)).dtype == torch.float32
+    assert model.seen == [torch.float32]
+    assert next(model.first_stage_model.parameters()).dtype == torch.float16  # restored
+
+
+# --- ADetailer's inner passes ------------------------------------------------------------------
+
+@pytest.fixture
+def host(fresh_host):
+    from standin.fixtures import install_headless_gradio
+
+    install_headless_gradio()
+    fresh_host.load_extension_script(SCRIPT)
+    fresh_host.start(mode="ui", with_app=False)
+    return fresh_host
+
+
+def _inner_img2img(host, mark: bool):
+    from standin.fixtures import make_test_image
+
+    args = host.ui_args("img2img", {TITLE: [True, "manual (no preset)", 1.0, "sampled",
+                                            True, 2.0]})
+    torch.manual_seed(0)  # the host's init latent is a posterior sample from the global RNG
+    p = host.make_img2img(init_images=[make_test_image()], seed=4)
+    if mark:
+        p._ad_inner = True  # what ADetailer sets on its inner face/hand passes
+    return host._run(p, "img2img", args, False)
+
+
+def test_inner_passes_are_skipped_by_default_and_the_setting_applies_them(host):
+    import modules.shared as shared
+
+    outer = _inner_img2img(host, mark=False)
+    assert outer.p.extra_generation_params["Signal leak"] == "manual"
+    from standin.fixtures import make_test_image
+
+    torch.manual_seed(0)
+    plain = host.img2img(host.ui_args("img2img", {TITLE: [False]}),
+                         init_images=[make_test_image()], seed=4).record("img2img")["init_latent"]
+    inner = _inner_img2img(host, mark=True)
+    assert "Signal leak" not in inner.p.extra_generation_params
+    assert torch.equal(inner.record("img2img")["init_latent"], plain)
+    assert not torch.equal(outer.record("img2img")["init_latent"], plain)
+    shared.opts.data["signal_leak_inner_passes"] = True
+    applied = _inner_img2img(host, mark=True)
+    assert applied.p.extra_generation_params["Signal leak"] == "manual"
