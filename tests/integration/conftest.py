@@ -1,9 +1,9 @@
-"""Real-host suite: the extension inside a real AUTOMATIC1111 WebUI (opt-in).
+"""Real-host suite: the extension inside a real AUTOMATIC1111 WebUI or WebUI Forge (opt-in).
 
 Every test in this folder is a ``webui`` test. It needs a WebUI checkout in SLB_WEBUI_DIR
-(see README.md here). Without that variable the tests are reported as skipped, with the
-reason; with it they carry the ``webui`` marker, which the project's pytest config
-deselects unless ``-m webui`` is given.
+or a Forge checkout in SLB_FORGE_DIR (see README.md here; if both are set, Forge is used).
+Without either the tests are reported as skipped, with the reason; with one they carry the
+``webui`` marker, which the project's pytest config deselects unless ``-m webui`` is given.
 
 The ``webui_server`` session fixture builds a tiny random-weight checkpoint and tokenizer
 in a temporary folder, lays out a separate ``--data-dir`` (the user's WebUI folders are not
@@ -13,9 +13,12 @@ base URL and always stops its process group. ``presets`` writes test presets int
 extension's user folder; ``probe`` gives folders for the probe to write tensors into.
 
 Environment:
-  SLB_WEBUI_DIR            WebUI checkout (with repositories/ filled in); unset: skip.
+  SLB_WEBUI_DIR            A1111 WebUI checkout (with repositories/ filled in).
   SLB_WEBUI_PYTHON         interpreter for the WebUI (default: SLB_WEBUI_DIR/venv/bin/python
                            if it exists, else the interpreter running pytest).
+  SLB_FORGE_DIR            WebUI Forge checkout; takes precedence over SLB_WEBUI_DIR.
+  SLB_FORGE_PYTHON         interpreter for Forge (default as for SLB_WEBUI_PYTHON).
+  Neither directory set: every test here is skipped.
   SLB_EXTENSION_DIR        folder linked in as the extension (default: this repository).
   SLB_WEBUI_START_TIMEOUT  seconds to wait for the API (default 300).
   SLB_WEBUI_KEEP_LOG       if set, copy the server log to this path at the end.
@@ -37,7 +40,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from slb_webui import BROKEN_PRESET, TEST_PRESETS, import_slb
+from slb_webui import BROKEN_PRESET, FORGE, HOST, TEST_PRESETS, import_slb
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parents[1]
@@ -45,7 +48,8 @@ EXTENSION_NAME = "sd-webui-signal-leak-bias"
 PROBE_NAME = "zz-slb-probe"  # folder-name order: its hooks run after the extension's
 SKIP_REASON = (
     "real-host WebUI suite not configured: set SLB_WEBUI_DIR to an AUTOMATIC1111 v1.10.1 "
-    "checkout (and SLB_WEBUI_PYTHON to its interpreter); see tests/integration/README.md"
+    "checkout (and SLB_WEBUI_PYTHON to its interpreter), or SLB_FORGE_DIR to a WebUI Forge "
+    "checkout (and SLB_FORGE_PYTHON); see tests/integration/README.md"
 )
 
 # Flags for a CPU-only, offline start (see HOST-NOTES 12).
@@ -61,6 +65,23 @@ WEBUI_FLAGS = [
     "full",
     "--do-not-download-clip",
     "--disable-opt-split-attention",
+    "--no-download-sd-model",
+    "--nowebui",
+]
+
+# Forge's flags for the same start (CPU only, full precision, nothing installed or
+# downloaded; HOST-NOTES 13).
+FORGE_FLAGS = [
+    "--always-cpu",
+    "--no-half",
+    "--precision",
+    "full",
+    "--skip-prepare-environment",
+    "--skip-install",
+    "--skip-torch-cuda-test",
+    "--skip-version-check",
+    "--skip-python-version-check",
+    "--disable-xformers",
     "--no-download-sd-model",
     "--nowebui",
 ]
@@ -87,7 +108,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # the tests are skipped with the reason; they carry the marker only when the -m
     # expression asks for webui tests, so that a plain run (whose default expression is
     # "not webui") reports them skipped rather than deselecting them silently.
-    configured = bool(os.environ.get("SLB_WEBUI_DIR"))
+    configured = HOST is not None
     wants_webui = "not webui" not in (config.getoption("markexpr", "") or "")
     for item in items:
         if not _in_this_folder(item):
@@ -99,6 +120,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_report_header(config: pytest.Config) -> str:
+    if FORGE:
+        forge = os.environ["SLB_FORGE_DIR"]
+        line = (f"webui suite: WebUI Forge, SLB_FORGE_DIR={forge} "
+                f"python={webui_python(Path(forge), 'SLB_FORGE_PYTHON')}")
+        if os.environ.get("SLB_WEBUI_DIR"):
+            line += " (SLB_WEBUI_DIR is set too: Forge wins, A1111 is not run)"
+        return line
     webui = os.environ.get("SLB_WEBUI_DIR")
     if not webui:
         return f"webui suite: skipped ({SKIP_REASON})"
@@ -108,8 +136,8 @@ def pytest_report_header(config: pytest.Config) -> str:
 # --------------------------------------------------------------------------- helpers
 
 
-def webui_python(webui_dir: Path) -> str:
-    explicit = os.environ.get("SLB_WEBUI_PYTHON")
+def webui_python(webui_dir: Path, variable: str = "SLB_WEBUI_PYTHON") -> str:
+    explicit = os.environ.get(variable)
     if explicit:
         return explicit
     venv_python = webui_dir / "venv" / "bin" / "python"
@@ -244,29 +272,35 @@ def _wait_ready(url: str, process: subprocess.Popen, log_path: Path, timeout: fl
 
 
 class WebUISetup:
-    """Where the WebUI is, how to run it, and the prepared temporary data dir."""
+    """Where the WebUI is, how to run it, and the prepared temporary data dir.
+    ``forge``: the host is WebUI Forge (``webui_dir`` is then the Forge checkout)."""
 
-    def __init__(self, webui_dir: Path, python: str, env: dict, root: Path) -> None:
+    def __init__(self, webui_dir: Path, python: str, env: dict, root: Path,
+                 forge: bool = False) -> None:
         self.webui_dir = webui_dir
         self.python = python
         self.env = env
         self.root = root
+        self.forge = forge
         self.data_dir = root / "data"
         self.model_dir = self.data_dir / "models" / "Stable-diffusion"
         self.checkpoint = self.model_dir / "tiny.safetensors"
-        self.config = self.model_dir / "tiny.yaml"
+        self.config = self.model_dir / "tiny.yaml"  # A1111 only
+        self.extension_dir = REPO_ROOT
 
 
 @pytest.fixture(scope="session")
 def webui_setup(tmp_path_factory: pytest.TempPathFactory) -> WebUISetup:
     """Checks the configuration, lays out a fresh --data-dir with the extension linked in
     and builds the tiny model into its models/Stable-diffusion folder."""
-    webui_dir_env = os.environ.get("SLB_WEBUI_DIR")
-    if not webui_dir_env:
+    if HOST is None:
         pytest.skip(SKIP_REASON)
-    webui_dir = Path(webui_dir_env).resolve()
+    dir_var = "SLB_FORGE_DIR" if FORGE else "SLB_WEBUI_DIR"
+    webui_dir = Path(os.environ[dir_var]).resolve()
     if not (webui_dir / "launch.py").is_file():
-        pytest.fail(f"SLB_WEBUI_DIR={webui_dir} has no launch.py")
+        pytest.fail(f"{dir_var}={webui_dir} has no launch.py")
+    if FORGE and not (webui_dir / "modules_forge").is_dir():
+        pytest.fail(f"SLB_FORGE_DIR={webui_dir} has no modules_forge/: not a WebUI Forge")
     extension_dir = Path(os.environ.get("SLB_EXTENSION_DIR") or REPO_ROOT).resolve()
     if not extension_dir.is_dir():
         pytest.fail(f"SLB_EXTENSION_DIR={extension_dir} is not a folder")
@@ -281,7 +315,9 @@ def webui_setup(tmp_path_factory: pytest.TempPathFactory) -> WebUISetup:
         PYTHONDONTWRITEBYTECODE="1",  # keep __pycache__ out of the linked extension
         PYTHONUNBUFFERED="1",
     )
-    setup = WebUISetup(webui_dir, webui_python(webui_dir), env, tmp_path_factory.mktemp("webui"))
+    python = webui_python(webui_dir, "SLB_FORGE_PYTHON" if FORGE else "SLB_WEBUI_PYTHON")
+    setup = WebUISetup(webui_dir, python, env, tmp_path_factory.mktemp("webui"), forge=FORGE)
+    setup.extension_dir = extension_dir
     setup.model_dir.mkdir(parents=True)
     (setup.data_dir / "extensions").mkdir()
     link = setup.data_dir / "extensions" / EXTENSION_NAME
@@ -292,9 +328,16 @@ def webui_setup(tmp_path_factory: pytest.TempPathFactory) -> WebUISetup:
     (setup.data_dir / "config.json").write_text(json.dumps(WEBUI_SETTINGS, indent=2))
 
     # The tiny model is built by the WebUI's interpreter (it has torch, safetensors and
-    # open-clip-torch's BPE file), so pytest's own interpreter needs none of them.
+    # open-clip-torch's BPE file), so pytest's own interpreter needs none of them. Forge
+    # builds the text encoder and VAE from fixed SD 1.5 configs (and brings the tokenizer),
+    # so its checkpoint has a small UNet but full-size VAE and CLIP-L, and no yaml
+    # (forge_tiny_model.py; about 0.9 GB in the temporary folder).
+    if FORGE:
+        build_command = [setup.python, str(HERE / "forge_tiny_model.py"), str(setup.checkpoint)]
+    else:
+        build_command = [setup.python, str(HERE / "tiny_model.py"), str(setup.model_dir)]
     build = subprocess.run(
-        [setup.python, str(HERE / "tiny_model.py"), str(setup.model_dir)],
+        build_command,
         env=env,
         capture_output=True,
         text=True,
@@ -314,7 +357,7 @@ def webui_server(webui_setup: WebUISetup) -> Iterator[WebUI]:
     command = [
         setup.python,
         "launch.py",
-        *WEBUI_FLAGS,
+        *(FORGE_FLAGS if setup.forge else WEBUI_FLAGS),
         "--server-name",
         "127.0.0.1",
         "--port",
@@ -336,7 +379,8 @@ def webui_server(webui_setup: WebUISetup) -> Iterator[WebUI]:
         )
     try:
         started = _wait_ready(base_url + "/sdapi/v1/sd-models", process, log_path, timeout)
-        print(f"\n[webui] API up at {base_url} after {started:.1f} s (log: {log_path})")
+        host = "Forge" if setup.forge else "WebUI"
+        print(f"\n[webui] {host} API up at {base_url} after {started:.1f} s (log: {log_path})")
         server = WebUI(base_url, log_path, setup.data_dir, setup.model_dir)
         titles = [m.get("title", "") for m in server.get("/sdapi/v1/sd-models")]
         if not any(t.startswith("tiny") for t in titles):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -17,6 +18,12 @@ import numpy as np
 from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# Which host the suite runs against (conftest.py starts it): Forge when SLB_FORGE_DIR is set
+# (it wins over SLB_WEBUI_DIR), else AUTOMATIC1111 when SLB_WEBUI_DIR is set, else none
+# (every test is skipped).
+FORGE = bool(os.environ.get("SLB_FORGE_DIR"))
+HOST = "forge" if FORGE else ("a1111" if os.environ.get("SLB_WEBUI_DIR") else None)
 SCRIPT = "signal leak bias"  # the extension's title, as the API names alwayson scripts
 PROBE = "slb probe"  # tests/integration/probe_extension
 XYZ = "x/y/z plot"
@@ -35,7 +42,8 @@ TEST_PRESETS = {
 }
 BROKEN_PRESET = "test-broken"  # not a safetensors file: listed as unusable, with the reason
 
-# Options whose value changes what a request produces (see the module docstring).
+# Options whose value changes what a request produces (see the module docstring). Forge
+# (dfdcbab6) has every one of them under the same name (modules/shared_options.py).
 SETTINGS = {
     "signal_leak_allow_other_families": False,
     "sgm_noise_multiplier": False,
@@ -80,6 +88,19 @@ def txt2img_request(leak: object = None, *, settings: dict | None = None, **fiel
     if leak is not None:
         with_leak(request, leak)
     return request
+
+
+def hires_fields(**fields: object) -> dict:
+    """Request fields that turn hires fix on (2x "Latent" upscale, 2 second-pass steps,
+    denoising 0.5), plus ``fields``. Forge's API answers HTTP 500 on hires fix unless the
+    request names its additional modules (it iterates ``hr_additional_modules``, which
+    defaults to None: Forge modules/processing.py:1197 and 1405); A1111 has no such field."""
+    hires = {"enable_hr": True, "hr_scale": 2, "hr_upscaler": "Latent",
+             "hr_second_pass_steps": 2, "denoising_strength": 0.5}
+    if FORGE:
+        hires["hr_additional_modules"] = ["Use same choices"]
+    hires.update(fields)
+    return hires
 
 
 def init_image() -> np.ndarray:

@@ -10,6 +10,7 @@ import time
 import numpy as np
 from slb_webui import (
     BROKEN_PRESET,
+    FORGE,
     LATENT,
     SEED,
     TEST_PRESETS,
@@ -99,7 +100,9 @@ def test_fit_route_makes_a_preset_the_next_generation_uses(webui_server, presets
 
     preset = load_preset(path)
     assert preset.short_hash == fitted["hash"]
-    assert preset.metadata["encode"] == "mean"  # A1111 SD1 exposes the posterior
+    # A1111 SD1 exposes the VAE posterior, whose mean is used; Forge's encode_first_stage
+    # returns a posterior sample (backend/patcher/vae.py VAE.encode), drawn under a fixed seed
+    assert preset.metadata["encode"] == ("sample" if FORGE else "mean")
     assert preset.metadata["model_family"] == "sd1"
     assert preset.metadata["vae"].startswith("checkpoint:")
     listed = {e["name"]: e for e in webui_server.get("/signal-leak/v1/presets")}

@@ -1,13 +1,29 @@
-"""The tiny checkpoint fits the model ldm builds from tiny.yaml, key for key.
+"""The tiny checkpoint fits the model the host builds for it, key for key.
 
 A1111 loads checkpoints with strict=False, so a missing or misnamed key would silently
-leave zeros: this compares the written state dict with the instantiated model inside the
-WebUI's interpreter, and the tokenizer with CLIP's known ids."""
+leave zeros: this compares the written state dict with the model ldm instantiates from
+tiny.yaml inside the WebUI's interpreter, and the tokenizer with CLIP's known ids. For
+Forge, ``forge_tiny_model.verify`` checks that huggingface_guess detects the file as SD 1.5
+and that every tensor matches Forge's own UNet, VAE and text-encoder modules."""
 
 from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+
+# Run by Forge's interpreter: argv = this folder, the checkpoint, the Forge checkout.
+FORGE_CHECK = r"""
+import sys
+sys.path.insert(0, sys.argv[1])
+import forge_tiny_model
+forge_tiny_model.verify(sys.argv[2], sys.argv[3])
+print("verified")
+"""
 
 # Run by the WebUI's interpreter; prints one JSON line.
 CHECK = r"""
@@ -54,6 +70,8 @@ SCHEDULE_BUFFERS = {
 
 
 def test_checkpoint_keys_match_ldm_model(webui_setup):
+    if webui_setup.forge:
+        pytest.skip("A1111 only (ldm model from tiny.yaml); Forge: see the next test")
     run = subprocess.run(
         [webui_setup.python, "-c", CHECK, str(webui_setup.config), str(webui_setup.checkpoint)],
         cwd=webui_setup.webui_dir,
@@ -72,3 +90,23 @@ def test_checkpoint_keys_match_ldm_model(webui_setup):
     # CLIP's ids for these words: <|startoftext|> a photo of a cat <|endoftext|>
     assert result["ids"] == [49406, 320, 1125, 539, 320, 2368, 49407]
     assert result["comma"] == 267
+
+
+def test_checkpoint_keys_match_forge_modules(webui_setup):
+    if not webui_setup.forge:
+        pytest.skip("Forge only (huggingface_guess and Forge's own modules)")
+    run = subprocess.run(
+        [webui_setup.python, "-c", FORGE_CHECK, str(HERE), str(webui_setup.checkpoint),
+         str(webui_setup.webui_dir)],
+        cwd=webui_setup.webui_dir,
+        env=webui_setup.env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, (run.stdout[-2000:], run.stderr[-4000:])
+    print(run.stdout.strip())
+    assert "detected: SD15" in run.stdout
+    for part in ("unet", "vae", "text_encoder"):
+        assert f"{part}: " in run.stdout and "match Forge's module" in run.stdout
+    assert run.stdout.strip().endswith("verified")

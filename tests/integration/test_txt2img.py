@@ -13,11 +13,13 @@ import io
 import numpy as np
 import pytest
 from slb_webui import (
+    FORGE,
     LATENT,
     MANUAL,
     SD_SIGMA_MAX,
     SEED,
     fit_start,
+    hires_fields,
     image_bytes,
     infotexts,
     load_probe,
@@ -106,9 +108,17 @@ def test_infotext_keys_png_info_and_paste_back(webui_server, presets):
 
     # the infotext alone (the API's "infotext" field, like PNG Info -> Send to txt2img)
     # restores every control: same image, same infotext
-    pasted = webui_server.post("/sdapi/v1/txt2img", {
-        "infotext": text, "send_images": True, "save_images": False,
-        "override_settings": txt2img_request()["override_settings"]})
+    request = {"infotext": text, "send_images": True, "save_images": False,
+               "override_settings": txt2img_request()["override_settings"]}
+    if FORGE:
+        # Forge (dfdcbab6) answers HTTP 500 "isinstance() argument 2 cannot be a
+        # parameterized generic" for any infotext, with or without our extension: its
+        # styles paste field yields gr.update() when the text has no styles, and
+        # apply_infotext then calls isinstance(value, list[str]) (modules/api/api.py:407;
+        # field at modules/ui.py:511). A field the request sets itself is not pasted
+        # (api.py:416), so the request names the (empty) styles list.
+        request["styles"] = []
+    pasted = webui_server.post("/sdapi/v1/txt2img", request)
     assert infotexts(pasted)[0] == text
     assert np.array_equal(pixels(pasted), pixels(answer))
 
@@ -196,9 +206,39 @@ def test_sampler_gets_the_designed_start(webui_server, presets, probe, sampler):
         print(f"[{sampler}] first timestep {t0}")
 
 
+@pytest.mark.parametrize("sampler", ["Euler", "DPM++ 2M"])
+def test_sgm_noise_multiplier_start(webui_server, presets, probe, sampler):
+    """With the "SGM noise multiplier" option on, k-diffusion samplers scale their start by
+    ``sqrt(1 + sigma0^2)`` instead of ``sigma0`` (A1111 sd_samplers_kdiffusion; Forge
+    predictor.noise_scaling with max_denoise), so DESIGN 6's start is
+    ``(L + sigma0 eps) / sqrt(1 + sigma0^2)``: ``a = 1/sqrt(1+sigma0^2)``,
+    ``b = sigma0/sqrt(1+sigma0^2)``, hence ``a^2 + b^2 = 1`` and ``b/a = sigma0``."""
+    settings = {"sgm_noise_multiplier": True}
+    starts = {}
+    answers = {}
+    for name, leak in (("plain", None), ("leak", {"preset": "test-sd1"})):
+        folder = probe(name)
+        answers[name] = webui_server.post("/sdapi/v1/txt2img", with_probe(
+            txt2img_request(leak, settings=settings, sampler_name=sampler, steps=4), folder))
+        starts[name] = load_probe(folder, "noise_first_0")[0]
+    text = infotexts(answers["leak"])[0]
+    assert "Signal leak: test-sd1," in text and "not applied" not in text, text
+    assert "SGM noise multiplier: True" in text, text
+    assert not np.array_equal(pixels(answers["leak"]), pixels(answers["plain"]))
+
+    leak = sample_leak(webui_server, "test-sd1", SEED)
+    a, b, residual = fit_start(starts["leak"], leak, starts["plain"])
+    print(f"[{sampler} SGM] start = {a:.6f} * L + {b:.6f} * eps (residual {residual:.2e})")
+    assert residual < 1e-5
+    assert a * a + b * b == pytest.approx(1.0, rel=1e-4)
+    assert b / a == pytest.approx(SD_SIGMA_MAX, rel=1e-4)
+    norm = (1.0 + SD_SIGMA_MAX**2) ** 0.5
+    assert a == pytest.approx(1.0 / norm, rel=1e-4)
+    assert b == pytest.approx(SD_SIGMA_MAX / norm, rel=1e-4)
+
+
 def test_hires_fix_runs_and_leaves_the_second_pass_alone(webui_server, presets, probe):
-    hires = {"enable_hr": True, "hr_scale": 2, "hr_upscaler": "Latent",
-             "hr_second_pass_steps": 2, "denoising_strength": 0.5}
+    hires = hires_fields()
     runs = {}
     for name, leak in (("plain", None), ("leak", {"preset": "test-sd1"})):
         folder = probe(name)
@@ -213,6 +253,13 @@ def test_hires_fix_runs_and_leaves_the_second_pass_alone(webui_server, presets, 
     assert not np.array_equal(pixels(answer), pixels(runs["plain"][0]))
     assert not np.array_equal(runs["leak"][1], runs["plain"][1]), "first pass without leak"
     assert np.array_equal(runs["leak"][2], runs["plain"][2]), "the hires pass got a leak"
+    # the first pass got the leak exactly once (Forge calls the hooks three times in a
+    # hires job): Euler's start is eps + L/sigma0
+    leak = sample_leak(webui_server, "test-sd1", SEED)
+    a, b, residual = fit_start(runs["leak"][1][0], leak, runs["plain"][1][0])
+    print(f"[hires] first-pass start = {a:.6f} * L + {b:.6f} * eps (residual {residual:.2e})")
+    assert residual < 1e-5 and b == pytest.approx(1.0, abs=1e-5)
+    assert 1.0 / a == pytest.approx(SD_SIGMA_MAX, rel=1e-4)
 
 
 def test_manual_mode_and_fixed_leak_seed(webui_server, presets):

@@ -8,8 +8,12 @@ Then it writes float32 ``.npy`` files there:
 - ``init_before_<i>``: img2img's ``p.init_latent`` in ``process_batch`` (after the host
   built it, before any ``process_before_every_sampling``), and ``mask_<i>`` (``p.mask``:
   1 where the image is kept);
-- ``noise_<pass>_<i>`` and, for img2img, ``init_after_<i>``: the noise tensor and init latent
-  in ``process_before_every_sampling`` (pass ``first`` or ``hr``);
+- ``noise_<pass>_<i>`` and, for img2img, ``init_after_<i>``: the noise the sampler will be
+  handed and the init latent in ``process_before_every_sampling`` (pass ``first`` or
+  ``hr``). That noise is the ``noise`` argument, except in WebUI Forge when an earlier
+  script set ``p.modified_noise``: Forge then samples from that tensor instead (Forge
+  modules/processing.py:1383-1385, 1528-1530, 1861-1863), so the probe saves it. A1111
+  has no ``modified_noise``;
 - ``samples_<i>``: the latents ``post_sample`` receives (after the host's mask blend);
 
 ``<i>`` is the batch iteration (``p.iteration``).
@@ -24,8 +28,17 @@ from modules import scripts
 
 
 def _save(folder, name, tensor):
+    # Forge runs the hooks under torch.inference_mode: .detach().float().cpu() of an
+    # inference tensor still gives a tensor whose .numpy() works.
     if isinstance(tensor, torch.Tensor):
         np.save(os.path.join(folder, name + ".npy"), tensor.detach().float().cpu().numpy())
+
+
+def _sampler_noise(p, kwargs):
+    """What the sampler will start from: Forge's ``p.modified_noise`` when a script set it,
+    else the ``noise`` the hook was given."""
+    modified = getattr(p, "modified_noise", None)
+    return modified if isinstance(modified, torch.Tensor) else kwargs.get("noise")
 
 
 class SlbProbe(scripts.Script):
@@ -54,7 +67,7 @@ class SlbProbe(scripts.Script):
         if not folder:
             return
         stage = "hr" if getattr(p, "is_hr_pass", False) else "first"
-        _save(folder, f"noise_{stage}_{p.iteration}", kwargs.get("noise"))
+        _save(folder, f"noise_{stage}_{p.iteration}", _sampler_noise(p, kwargs))
         if self.is_img2img:
             _save(folder, f"init_after_{p.iteration}", getattr(p, "init_latent", None))
 
