@@ -13,8 +13,9 @@ import traceback
 
 import torch
 
-from slb.generation import LeakEngine, LeakPlan
+from slb.generation import LeakEngine, LeakPlan, resolve_reference
 from slb.infotext import KEY, remove_entries
+from slb.lowfreq import reference_hash
 from slb.settings import SettingsError, settings_from_args
 
 from .host import FLOW_REASON
@@ -33,6 +34,7 @@ class LeakHooks:
         self.presets = presets
         self.host = presets.host
         self.engine = LeakEngine()
+        self._reference_cache: dict[tuple, torch.Tensor] = {}
 
     # --- process: decide ---------------------------------------------------------------------
     def process(self, p: object, args: tuple) -> None:
@@ -60,6 +62,8 @@ class LeakHooks:
             plan = self.presets.plan(settings, sd_model)
             if not plan.reason and self.host.prediction(sd_model) == "flow":
                 plan = LeakPlan(plan.settings, plan.preset, FLOW_REASON)
+            if not plan.reason and plan.settings.reference is not None:
+                plan = self._with_reference(p, plan, sd_model)
         except Exception as exc:  # a generation never fails because of us
             self._failed(p, exc)
             return
@@ -68,6 +72,20 @@ class LeakHooks:
         if plan.reason:
             _console(f"not applied: {plan.reason}")
             p._slb_reported = True
+
+    def _with_reference(self, p: object, plan: LeakPlan, sd_model: object) -> LeakPlan:
+        """Fix the leak's LF components to the reference image's, encoded with the loaded
+        VAE at this generation's size (cached by image, size and model)."""
+        image = plan.settings.reference
+        width, height = int(getattr(p, "width", 512)), int(getattr(p, "height", 512))
+        image_hash = reference_hash(image)
+        key = (image_hash, width, height, getattr(p, "sd_model_hash", None),
+               getattr(p, "sd_vae_hash", None), id(sd_model))
+        latent = self._reference_cache.get(key)
+        if latent is None:
+            latent = self.host.encode_image(image, width, height, sd_model)
+            self._reference_cache = {key: latent}  # one entry: the last reference
+        return resolve_reference(plan, latent, image_hash)
 
     # --- before each sampling: apply ------------------------------------------------------------
     def before_sampling(self, p: object, is_img2img: bool, kwargs: dict) -> None:

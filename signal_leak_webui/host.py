@@ -20,6 +20,7 @@ import importlib.util
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 from modules import devices, paths, sd_samplers_kdiffusion, sd_samplers_timesteps, shared
 
@@ -106,6 +107,19 @@ class A1111Host:
 
     def vae_encoder(self, sd_model: object) -> tuple:
         return lookups.vae_encoder(sd_model, self.device, self.vae_dtype)
+
+    def encode_image(self, image: object, width: int, height: int, sd_model: object
+                     ) -> torch.Tensor:
+        """An RGB PIL image as the model's scaled latent ``(C, height/8, width/8)``, cropped
+        to the generation's aspect ratio (posterior mean where the host exposes it)."""
+        from PIL import Image, ImageOps
+
+        fitted = ImageOps.fit(image, (int(width), int(height)), Image.Resampling.BILINEAR)
+        pixels = torch.from_numpy(np.asarray(fitted, dtype=np.float32).copy())
+        batch = (pixels.permute(2, 0, 1)[None] / 127.5 - 1.0)
+        encode, _ = self.vae_encoder(sd_model)
+        with torch.no_grad():
+            return encode(batch)[0].float().cpu()
 
     # --- sampling ------------------------------------------------------------------------
     def start_info(self, p: object) -> lookups.StartInfo:

@@ -18,6 +18,7 @@ from modules.ui_components import InputAccordion, ToolButton
 from slb import preview as slb_preview
 from slb.files import printable
 from slb.infotext import paste_value
+from slb.lowfreq import LowFreqError, colour_means
 from slb.mixing import StartConvention, vp_target
 from slb.preset import PresetError
 from slb.settings import ARG_NAMES, MANUAL, MAX_CHANNELS, SettingsError, settings_from_args
@@ -65,6 +66,25 @@ def make_preview(hooks: LeakHooks):  # noqa: ANN201
     return preview
 
 
+def make_colour_preview(hooks: LeakHooks):  # noqa: ANN201
+    """The colour the linear map predicts for the means a colour target sets (a swatch)."""
+
+    def predict(colour: str, *mean_args) -> str:  # noqa: ANN002
+        try:
+            fixed = {c: float(mean_args[2 * c + 1]) for c in range(MAX_CHANNELS)
+                     if mean_args[2 * c]}
+            family = hooks.host.model_family(hooks.host.sd_model())
+            means, shown = colour_means(colour, family, fixed)
+        except (LowFreqError, ValueError, TypeError) as exc:
+            return html.escape(str(exc))
+        values = ", ".join(f"{c}: {m:+.2f}" for c, m in sorted(means.items()))
+        return (f"<span style='display:inline-block;width:1.2em;height:1.2em;"
+                f"background:{shown};border:1px solid #888;vertical-align:middle'></span> "
+                f"predicted {shown} (means {values or 'all set above'})")
+
+    return predict
+
+
 def _paste_target(arg: str):  # noqa: ANN202
     def target(params: dict) -> object:
         return paste_value(params, arg)
@@ -98,6 +118,29 @@ def build(script: object, hooks: LeakHooks, host_components: dict) -> list:
             mean_controls += [fix, mean]
         seed = gr.Number(label="Leak seed (-1: each image's own seed)", value=-1, precision=0,
                          elem_id=elem_id("seed"))
+        with gr.Accordion("Low-frequency controls: gradients, colour, reference image",
+                          open=False, elem_id=elem_id("lowfreq")):
+            gradient_controls = []
+            for c in range(MAX_CHANNELS):
+                with gr.Row():
+                    for name, label in (("lr", "left-right gradient (+: brighter left)"),
+                                        ("tb", "top-bottom gradient (+: brighter top)")):
+                        fix_g = gr.Checkbox(label=f"Set channel {c} {label.split(' (')[0]}",
+                                            value=False, elem_id=elem_id(f"fix_{name}_{c}"))
+                        value_g = gr.Slider(label=f"Channel {c} {label}", minimum=-3.0,
+                                            maximum=3.0, step=0.05, value=0.0,
+                                            elem_id=elem_id(f"{name}_{c}"))
+                        gradient_controls += [fix_g, value_g]
+            with gr.Row():
+                fix_colour = gr.Checkbox(label="Colour target (sets the channel means not set "
+                                         "above; approximate)", value=False,
+                                         elem_id=elem_id("fix_colour"))
+                colour = gr.ColorPicker(label="Target colour", value="#808080",
+                                        elem_id=elem_id("colour"))
+                predicted = gr.HTML(elem_id=elem_id("predicted_colour"))
+            reference = gr.Image(label="Reference image: its low frequencies become the "
+                                 "leak's (encoded with the loaded VAE)", type="pil",
+                                 elem_id=elem_id("reference"))
         with gr.Accordion("Preview", open=False):
             preview_btn = gr.Button("Preview leak", elem_id=elem_id("preview"))
             preview_img = gr.Image(label="Leak | plain start | start with leak",
@@ -125,7 +168,8 @@ def build(script: object, hooks: LeakHooks, host_components: dict) -> list:
                 stop_btn = gr.Button("Stop")
             fit_result = gr.HTML()
 
-    leak_controls = [preset, strength, lf, *mean_controls, seed]
+    leak_controls = [preset, strength, lf, *mean_controls, seed, *gradient_controls,
+                     fix_colour, colour, reference]
     controls = [enabled, *leak_controls]
 
     refresh.click(fn=lambda name: (gr.update(choices=presets.choices()), presets.summary(name)),
@@ -141,6 +185,8 @@ def build(script: object, hooks: LeakHooks, host_components: dict) -> list:
                     for k, v in (("seed", -1), ("width", 512), ("height", 512))]
     preview_btn.click(fn=make_preview(hooks), inputs=[*image_inputs, *leak_controls],
                       outputs=[preview_img, preview_note])
+    colour.change(fn=make_colour_preview(hooks), inputs=[colour, *mean_controls],
+                  outputs=[predicted])
 
     script.infotext_fields = []
     for control, arg in zip(controls, ARG_NAMES, strict=True):

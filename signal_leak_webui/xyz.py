@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from modules import scripts
 
-from slb.settings import MAX_CHANNELS
+from slb.settings import GRADIENT_ARGS, MAX_CHANNELS
 
 from .presets import Presets
 
@@ -16,8 +16,11 @@ def _setter(field: str, channel: int | None = None):  # noqa: ANN202
     def apply(p, x, xs) -> None:  # noqa: ANN001
         overrides = dict(getattr(p, "_slb_xyz", None) or {})
         overrides["enabled"] = True
-        if channel is not None:
+        if channel is not None and field == "means":
             overrides["means"] = {**overrides.get("means", {}), channel: float(x)}
+        elif channel is not None:  # a gradient: field is "lr" or "tb"
+            key = (channel, *GRADIENT_ARGS[field])
+            overrides["components"] = {**overrides.get("components", {}), key: float(x)}
         elif field == "seed":
             overrides["seed"] = int(x)
         elif field == "strength":
@@ -38,6 +41,9 @@ def _axes(xyz, presets: Presets) -> list:  # noqa: ANN001
         *[xyz.AxisOption(f"{XYZ_PREFIX}Channel {c} mean", float, _setter("means", c))
           for c in range(MAX_CHANNELS)],
         xyz.AxisOption(XYZ_PREFIX + "Leak seed", int, _setter("seed")),
+        *[xyz.AxisOption(f"{XYZ_PREFIX}Channel {c} {label}", float, _setter(name, c))
+          for c in range(MAX_CHANNELS)
+          for name, label in (("lr", "left-right gradient"), ("tb", "top-bottom gradient"))],
     ]
 
 

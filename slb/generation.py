@@ -10,15 +10,16 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from .infotext import infotext_entries
+from .lowfreq import colour_means, reference_components
 from .mixing import StartConvention, sampler_input, swap_lowfreq
 from .preset import Preset, PresetError
 from .sampling import IncompatiblePresetError, LeakSampler
-from .settings import LeakSettings
+from .settings import MAX_CHANNELS, MEAN_RANGE, LeakSettings
 
 # SD 1.x and 2.x share one VAE, so one latent space (DESIGN section 2).
 _LATENT_SPACE = {"sd1": "sd1/sd2", "sd2": "sd1/sd2", "sdxl": "sdxl"}
@@ -42,6 +43,8 @@ class LeakPlan:
     settings: LeakSettings
     preset: Preset | None
     reason: str = ""
+    reference_hash: str = ""  # set when the fixed values came from a reference image
+    predicted_colour: str = ""  # the colour the resolved means give (colour target)
 
     @property
     def applies(self) -> bool:
@@ -53,7 +56,8 @@ class LeakPlan:
 
     def infotext(self, reason: str = "") -> dict[str, object]:
         preset_hash = self.preset.short_hash if self.preset is not None else ""
-        return infotext_entries(self.settings, preset_hash, reason or self.reason)
+        return infotext_entries(self.settings, preset_hash, reason or self.reason,
+                                self.reference_hash)
 
 
 def plan_generation(settings: LeakSettings, find_preset: Callable[[str], Preset], *,
@@ -61,9 +65,10 @@ def plan_generation(settings: LeakSettings, find_preset: Callable[[str], Preset]
                     allow_other_families: bool = False) -> LeakPlan:
     """Look the preset up and check it against the loaded model (DESIGN 7.7)."""
     if settings.is_manual:
-        if any(c >= model_channels for c in settings.means):
+        if any(c >= model_channels for c in [*settings.means, *(k[0] for k in
+                                                                settings.components)]):
             return LeakPlan(settings, None, f"the model has {model_channels} latent channels")
-        return LeakPlan(settings, None)
+        return _with_colour(LeakPlan(settings, None), model_family, model_channels)
     try:
         preset = find_preset(settings.preset)
     except PresetError as exc:
@@ -77,7 +82,44 @@ def plan_generation(settings: LeakSettings, find_preset: Callable[[str], Preset]
         return LeakPlan(settings, preset, f"preset {settings.preset} was fitted for {fitted}, "
                         f"the model is {model_family} (see the setting 'Allow presets from "
                         "other model families')")
-    return LeakPlan(settings, preset)
+    if preset.kind == "dct+pixel":
+        outside = sorted({(u, v) for _, u, v in settings.components} - set(preset.coords))
+        if outside:
+            return LeakPlan(settings, preset, f"component(s) {', '.join(map(str, outside))} "
+                            f"are not in preset {settings.preset}'s low-frequency set "
+                            f"{preset.coords}")
+    return _with_colour(LeakPlan(settings, preset), model_family, model_channels)
+
+
+def _with_colour(plan: LeakPlan, model_family: str, model_channels: int) -> LeakPlan:
+    """Resolve a colour target into the means of the channels the user left free."""
+    s = plan.settings
+    if not s.colour or plan.reason:
+        return plan
+    means, predicted = colour_means(s.colour, model_family, s.means, min(model_channels, 4))
+    lo, hi = MEAN_RANGE
+    clipped = {c: min(hi, max(lo, m)) for c, m in means.items()}
+    return replace(plan, settings=replace(s, means={**s.means, **clipped}),
+                   predicted_colour=predicted)
+
+
+def resolve_reference(plan: LeakPlan, latent: torch.Tensor, image_hash: str) -> LeakPlan:
+    """Fix the leak's LF components to those of a reference image's latent ``(C, H, W)`` at
+    the generation's size: the preset's LF set, or the DC term and first gradients in manual
+    mode (and for ``pixel`` presets). Values the user fixed explicitly are kept; the rest is
+    clipped to the controls' range. The reference itself is dropped from the settings, so
+    the infotext carries the values (and the image's hash, for information)."""
+    s = plan.settings
+    coords = plan.preset.coords if plan.preset is not None and plan.preset.coords else None
+    found = reference_components(latent, coords)
+    lo, hi = MEAN_RANGE
+    means = {c: min(hi, max(lo, a)) for (c, u, v), a in found.items()
+             if (u, v) == (0, 0) and c < MAX_CHANNELS}
+    comps = {k: min(hi, max(lo, a)) for k, a in found.items()
+             if k[1:] != (0, 0) and k[0] < MAX_CHANNELS}
+    settings = replace(s, means={**means, **s.means}, components={**comps, **s.components},
+                       reference=None)
+    return replace(plan, settings=settings, reference_hash=image_hash)
 
 
 def leak_seeds(settings: LeakSettings, image_seeds: Sequence[int], iteration: int,
@@ -119,13 +161,13 @@ class LeakEngine:
         s = plan.settings
         preset_key = None if plan.preset is None else (plan.preset.sha256 or id(plan.preset))
         key = (preset_key, tuple(int(v) for v in shape), str(device), dtype, s.lf,
-               tuple(sorted(s.means.items())))
+               tuple(sorted(s.means.items())), tuple(sorted(s.components.items())))
         found = self._cache.get(key)
         if found is not None:
             self._cache.move_to_end(key)
             return found
         made = LeakSampler(plan.preset, shape, device=device, dtype=dtype, lf_mode=s.lf,
-                           means=s.means)
+                           means=s.means, components=s.components)
         self._cache[key] = made
         if len(self._cache) > self._size:
             self._cache.popitem(last=False)
@@ -172,4 +214,4 @@ class LeakEngine:
 
 
 __all__ = ["AppliedMarks", "IncompatiblePresetError", "LeakEngine", "LeakPlan", "leak_seeds",
-           "plan_generation", "same_latent_space"]
+           "plan_generation", "resolve_reference", "same_latent_space"]

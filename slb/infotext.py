@@ -11,7 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from .settings import MANUAL, MAX_CHANNELS, LeakSettings, SettingsError, format_means, parse_means
+from .lowfreq import LowFreqError, format_components, parse_components
+from .settings import (
+    GRADIENT_ARGS,
+    MANUAL,
+    MAX_CHANNELS,
+    LeakSettings,
+    SettingsError,
+    format_means,
+    parse_means,
+)
 
 KEY = "Signal leak"
 KEY_HASH = "Signal leak hash"
@@ -19,7 +28,11 @@ KEY_STRENGTH = "Signal leak strength"
 KEY_LF = "Signal leak LF"
 KEY_MEANS = "Signal leak means"
 KEY_SEED = "Signal leak seed"
-ALL_KEYS = (KEY, KEY_HASH, KEY_STRENGTH, KEY_LF, KEY_MEANS, KEY_SEED)
+KEY_COMPONENTS = "Signal leak components"
+KEY_COLOUR = "Signal leak colour"
+KEY_REFERENCE = "Signal leak reference"
+ALL_KEYS = (KEY, KEY_HASH, KEY_STRENGTH, KEY_LF, KEY_MEANS, KEY_SEED, KEY_COMPONENTS,
+            KEY_COLOUR, KEY_REFERENCE)
 NOT_APPLIED = " (not applied: "
 
 
@@ -27,8 +40,8 @@ def _num(value: float) -> float | int:
     return int(value) if float(value).is_integer() else round(float(value), 6)
 
 
-def infotext_entries(settings: LeakSettings, preset_hash: str = "", reason: str = ""
-                     ) -> dict[str, object]:
+def infotext_entries(settings: LeakSettings, preset_hash: str = "", reason: str = "",
+                     reference_hash: str = "") -> dict[str, object]:
     """The keys for one generation (without the ones that take their default)."""
     name = "manual" if settings.is_manual else settings.preset
     if reason:  # DESIGN 7.4: hash, strength and the rest only describe an applied leak
@@ -43,6 +56,12 @@ def infotext_entries(settings: LeakSettings, preset_hash: str = "", reason: str 
         out[KEY_MEANS] = format_means(settings.means)
     if settings.seed >= 0:
         out[KEY_SEED] = settings.seed
+    if settings.components:
+        out[KEY_COMPONENTS] = format_components(settings.components)
+    if settings.colour:
+        out[KEY_COLOUR] = settings.colour
+    if reference_hash:  # informative: the reference's values are in means/components
+        out[KEY_REFERENCE] = reference_hash
     return out
 
 
@@ -78,11 +97,18 @@ def settings_from_infotext(params: Mapping[str, object]) -> LeakSettings | None:
         means = {}
     try:
         seed = int(float(params.get(KEY_SEED, -1)))  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         seed = -1
     try:
+        components = {k: v for k, v in parse_components(str(params.get(KEY_COMPONENTS, "")))
+                      .items() if k[0] < MAX_CHANNELS and k[1:] != (0, 0)}
+    except LowFreqError:
+        components = {}
+    colour = str(params.get(KEY_COLOUR, "") or "")
+    try:
         return LeakSettings(enabled=True, preset=preset_from_entry(str(params[KEY])),
-                            strength=strength, lf=lf, means=means, seed=seed)
+                            strength=strength, lf=lf, means=means, seed=seed,
+                            components=components, colour=colour)
     except SettingsError:
         return LeakSettings(enabled=True, preset=preset_from_entry(str(params[KEY])))
 
@@ -100,4 +126,15 @@ def paste_value(params: Mapping[str, object], arg_name: str) -> object:
         return int(arg_name.rsplit("_", 1)[1]) in settings.means
     if arg_name.startswith("mean_"):
         return settings.means.get(int(arg_name.rsplit("_", 1)[1]))
+    for name, (u, v) in GRADIENT_ARGS.items():
+        if arg_name.startswith(f"fix_{name}_"):
+            return (int(arg_name.rsplit("_", 1)[1]), u, v) in settings.components
+        if arg_name.startswith(f"{name}_"):
+            return settings.components.get((int(arg_name.rsplit("_", 1)[1]), u, v))
+    if arg_name == "fix_colour":
+        return bool(settings.colour)
+    if arg_name == "colour":
+        return settings.colour or None
+    if arg_name == "reference":
+        return None  # the reference's values are restored as means and components
     return getattr(settings, arg_name)

@@ -121,20 +121,26 @@ def swap_lowfreq(init: torch.Tensor, leak: torch.Tensor, basis: torch.Tensor,
 
     Returns ``init + s * M * (P(L) - P(init))`` where ``P`` projects onto the rows of
     ``basis`` (``(n, H*W)``, orthonormal), ``M`` is the inpaint mask (1 = regenerated) and
-    ``channels`` (bool ``(C,)``) restricts the move to some channels. Where ``M`` is 0 (and on
-    untouched channels) the result is bit-identical to ``init``; the dtype is kept.
+    ``channels`` restricts the move: a bool ``(C,)`` (whole channels) or ``(n, C)`` (single
+    components of single channels). Where ``M`` is 0 (and on untouched channels) the result
+    is bit-identical to ``init``; the dtype is kept.
     """
     if strength == 0:
         return init
     h, w = init.shape[-2:]
     x = init.to(torch.float32)
-    lf_init = lf_image(lf_coefficients(x, basis), basis, h, w)
-    lf_leak = lf_image(lf_coefficients(leak.to(x), basis), basis, h, w)
-    delta = float(strength) * (lf_leak - lf_init)
+    zi = lf_coefficients(x, basis)
+    zl = lf_coefficients(leak.to(x), basis)
     keep = torch.zeros((), dtype=torch.bool, device=init.device)
-    if channels is not None:
-        keep = ~channels.to(init.device).view(-1, 1, 1)
-        delta = torch.where(keep, torch.zeros_like(delta), delta)
+    if channels is not None and channels.ndim == 2:
+        moved = channels.to(init.device)
+        delta = float(strength) * lf_image((zl - zi) * moved.to(zl.dtype), basis, h, w)
+        keep = ~moved.any(dim=0).view(-1, 1, 1)
+    else:
+        delta = float(strength) * (lf_image(zl, basis, h, w) - lf_image(zi, basis, h, w))
+        if channels is not None:
+            keep = ~channels.to(init.device).view(-1, 1, 1)
+            delta = torch.where(keep, torch.zeros_like(delta), delta)
     if mask is not None:
         m = mask.to(device=init.device, dtype=torch.float32)
         delta = delta * m

@@ -18,13 +18,17 @@ _SDXL_TO_RGB = ((0.3448, 0.4168, 0.4395), (-0.1953, -0.0290, 0.0250),
                 (0.1074, 0.0886, -0.0163), (-0.3730, -0.2499, -0.2088))
 
 
+def linear_rgb_table(model_family: str = "sd1") -> tuple[tuple[float, float, float], ...]:
+    """The ``(C=4, 3)`` linear latent-to-RGB map of a family (RGB in [-1, 1])."""
+    return _SDXL_TO_RGB if model_family == "sdxl" else _SD1_TO_RGB
+
+
 def latent_to_rgb(latent: torch.Tensor, model_family: str = "sd1") -> np.ndarray:
     """``(4, h, w)`` latent -> ``(h, w, 3)`` uint8 image by the linear approximation."""
     if latent.ndim != 3 or latent.shape[0] != 4:
         raise ValueError(f"the preview needs a 4-channel latent (4, h, w), got "
                          f"{tuple(latent.shape)}")
-    table = torch.tensor(_SDXL_TO_RGB if model_family == "sdxl" else _SD1_TO_RGB,
-                         dtype=torch.float32)
+    table = torch.tensor(linear_rgb_table(model_family), dtype=torch.float32)
     rgb = torch.einsum("chw,ck->hwk", latent.float().cpu(), table)
     return ((rgb.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
 

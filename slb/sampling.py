@@ -128,13 +128,15 @@ class LeakSampler:
     """A preset (or manual mode, ``preset=None``) prepared for one latent shape and device.
 
     ``shape`` is ``(C, H, W)``; ``means`` maps channel -> fixed spatial mean of the leak;
+    ``components`` maps ``(channel, u, v)`` -> the fixed amplitude of that low-frequency
+    DCT pattern (DESIGN 5: resolution-independent; ``(c, 0, 0)`` is the mean);
     ``lf_mode`` is ``"sampled"`` or ``"zero"`` (only the high-frequency remainder is drawn).
     """
 
     def __init__(self, preset: Preset | None, shape: Sequence[int],
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-                 lf_mode: str = "sampled", means: Mapping[int | str, float] | None = None
-                 ) -> None:
+                 lf_mode: str = "sampled", means: Mapping[int | str, float] | None = None,
+                 components: Mapping[tuple[int, int, int], float] | None = None) -> None:
         if lf_mode not in LF_MODES:
             raise ValueError(f"LF mode must be one of {LF_MODES}, not {lf_mode!r}")
         c, h, w = (int(s) for s in shape)
@@ -144,6 +146,10 @@ class LeakSampler:
         self.preset = preset
         self.lf_mode = lf_mode
         self.means = normalize_means(means, c)
+        self.components = normalize_components(components, self.shape)
+        for ch, u, v in list(self.components):
+            if (u, v) == (0, 0):  # a DC component is a channel mean
+                self.means[ch] = self.components.pop((ch, u, v))
         if preset is not None and preset.channels != c:
             raise IncompatiblePresetError(
                 f"preset {preset.name or '(unsaved)'} has {preset.channels} latent channels; "
@@ -180,8 +186,16 @@ class LeakSampler:
         scale = math.sqrt((h * w) / (ph * pw))
         mu = preset.tensors["lf_mean"].double() * scale
         cov = preset.tensors["lf_cov"].double() * scale**2
-        fixed_idx = [coords.index((0, 0)) * c + ch for ch in sorted(self.means)]
-        fixed_val = torch.tensor([self.means[ch] * math.sqrt(h * w) for ch in sorted(self.means)],
+        outside = sorted({(u, v) for _, u, v in self.components} - set(coords))
+        if outside:
+            raise IncompatiblePresetError(
+                f"component(s) {', '.join(f'({u},{v})' for u, v in outside)} are not in preset "
+                f"{preset.name or '(unsaved)'}'s low-frequency set {coords}; fix only those, "
+                "or use a preset fitted with more components")
+        fixed = {(ch, 0, 0): m for ch, m in self.means.items()} | self.components
+        keys = sorted(fixed, key=lambda k: (coords.index(k[1:]), k[0]))
+        fixed_idx = [coords.index((u, v)) * c + ch for ch, u, v in keys]
+        fixed_val = torch.tensor([fixed[k] / amplitude_scale(k[1], k[2], h, w) for k in keys],
                                  dtype=torch.float64)
         free_idx = [i for i in range(n * c) if i not in set(fixed_idx)]
         # z = mu_full + F_full @ xi covers every case in one product: fixed entries have their
@@ -239,7 +253,10 @@ class LeakSampler:
         b = xi.shape[0]
         xi = xi.to(device=self.device, dtype=self.dtype)
         if self.kind == "manual":
-            return self._fixed.view(1, c, 1, 1).expand(b, c, h, w).clone()
+            leak = self._fixed.view(1, c, 1, 1).expand(b, c, h, w).clone()
+            if self.components:
+                leak = leak + self._manual_patterns()
+            return leak
         # LF normals come first, so a seed gives the same low frequencies at any resolution.
         lf_xi, spatial = xi[:, :self.lf_draws], xi[:, self.lf_draws:].view(b, c, h, w)
         if self.kind == "pixel":
@@ -250,6 +267,13 @@ class LeakSampler:
                 shift = self._fixed - leak.mean(dim=(-2, -1))
                 leak = leak + torch.where(self._fixed_mask, shift, torch.zeros_like(shift))[
                     ..., None, None]
+            for (ch, u, v), amp in self.components.items():
+                # replace the drawn coefficient exactly (the basis is orthonormal, so the
+                # other components stay as drawn)
+                basis = self._pattern_basis(u, v)
+                now = leak[:, ch].flatten(1) @ basis
+                target = amp / amplitude_scale(u, v, h, w)
+                leak[:, ch] += ((target - now)[:, None] * basis).view(b, h, w)
             return leak
         # dct+pixel, in four fused products. The remainder has no LF content by construction;
         # the per-element draw puts a little back, which is removed so fixed means and LF
@@ -272,14 +296,69 @@ class LeakSampler:
         """The leak ``(C, H, W)`` for a single seed."""
         return self.draw([seed])[0]
 
-    def lowfreq_projector(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The LF basis the img2img swap moves (DESIGN 7.3) and the channels it acts on.
+    def _pattern_basis(self, u: int, v: int) -> torch.Tensor:
+        """The orthonormal DCT basis image of ``(u, v)`` at this size, flattened."""
+        _, h, w = self.shape
+        return lowfreq_basis([(u, v)], h, w, device=self.device, dtype=self.dtype)[0]
 
+    def _manual_patterns(self) -> torch.Tensor:
+        """Manual mode's non-DC part: the sum of ``a * cos(..) cos(..)`` of each component."""
+        c, h, w = self.shape
+        out = torch.zeros(c, h * w, device=self.device, dtype=self.dtype)
+        for (ch, u, v), amp in self.components.items():
+            out[ch] += self._pattern_basis(u, v) * (amp / amplitude_scale(u, v, h, w))
+        return out.view(1, c, h, w)
+
+    def lowfreq_projector(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The LF basis the img2img swap moves (DESIGN 7.3) and which of its components move.
+
+        Returns ``(basis (n, H*W), mask)`` with ``mask`` a bool ``(n, C)`` (None: all).
         ``dct+pixel``: the preset's LF set at this size, all channels. ``pixel``: the DC term
-        (channel means), all channels. Manual: the DC term of the fixed channels only.
+        (channel means) of all channels plus any fixed component. Manual: exactly the fixed
+        components (a fixed mean is the DC term of its channel).
         """
         c, h, w = self.shape
         if self.kind == "dct+pixel":
             return self._basis, None
-        dc = lowfreq_basis([(0, 0)], h, w, device=self.device, dtype=self.dtype)
-        return dc, (self._fixed_mask if self.kind == "manual" else None)
+        pairs = sorted({(0, 0)} | {(u, v) for _, u, v in self.components})
+        basis = lowfreq_basis(pairs, h, w, device=self.device, dtype=self.dtype)
+        mask = torch.zeros(len(pairs), c, dtype=torch.bool, device=self.device)
+        if self.kind == "pixel":
+            mask[0] = True
+        else:
+            mask[0] = self._fixed_mask
+        for ch, u, v in self.components:
+            mask[pairs.index((u, v)), ch] = True
+        return basis, mask
+
+
+def amplitude_scale(u: int, v: int, height: int, width: int) -> float:
+    """``alpha_u(H) alpha_v(W)``: a coefficient ``z`` of ``(u, v)`` draws the pattern
+    ``cos(pi (2y+1) u / 2H) cos(pi (2x+1) v / 2W)`` at amplitude ``z * alpha_u alpha_v``
+    (``alpha_0(N) = sqrt(1/N)``, else ``sqrt(2/N)``; DESIGN 5)."""
+    return math.sqrt((1.0 if u == 0 else 2.0) / height) * math.sqrt(
+        (1.0 if v == 0 else 2.0) / width)
+
+
+def normalize_components(components: Mapping[tuple[int, int, int], float] | None,
+                         shape: tuple[int, int, int]) -> dict[tuple[int, int, int], float]:
+    """Validate fixed LF components: ``(channel, u, v)`` in range for ``shape``, finite."""
+    c, h, w = shape
+    out: dict[tuple[int, int, int], float] = {}
+    for key, value in (components or {}).items():
+        try:
+            ch, u, v = (int(k) for k in key)
+        except (TypeError, ValueError):
+            raise ValueError(f"component {key!r} is not (channel, u, v)") from None
+        if not 0 <= ch < c:
+            raise ValueError(f"channel {ch} is out of range for a {c}-channel latent")
+        if not (0 <= u < h and 0 <= v < w):
+            raise ValueError(f"component ({u},{v}) does not fit a {h}x{w} latent")
+        try:
+            val = float(value)
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError(f"component ({ch}:{u},{v}) is not a number") from None
+        if not math.isfinite(val):
+            raise ValueError(f"component ({ch}:{u},{v}) is not a finite number")
+        out[(ch, u, v)] = val
+    return out

@@ -12,18 +12,27 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from .lowfreq import Component, LowFreqError, decode_reference, parse_colour, parse_key
 from .sampling import LF_MODES, MAX_SEED
 
 MANUAL = "manual (no preset)"
 MAX_CHANNELS = 4  # UI controls exist for the 4 latent channels of SD 1.x/2.x/XL
 MEAN_RANGE = (-3.0, 3.0)
 STRENGTH_RANGE = (0.0, 2.0)
+# Positional order = UI order = documented API order. The gradient controls, the colour
+# target and the reference image were added after "seed", so older positional calls (13
+# values) keep working.
 ARG_NAMES: tuple[str, ...] = (
     "enabled", "preset", "strength", "lf",
     *(name for c in range(MAX_CHANNELS) for name in (f"fix_mean_{c}", f"mean_{c}")),
     "seed",
+    *(name for c in range(MAX_CHANNELS)
+      for name in (f"fix_lr_{c}", f"lr_{c}", f"fix_tb_{c}", f"tb_{c}")),
+    "fix_colour", "colour", "reference",
 )
-DICT_KEYS = ("enabled", "preset", "strength", "lf", "means", "seed")
+GRADIENT_ARGS = {"lr": (0, 1), "tb": (1, 0)}  # left-right (0,1) and top-bottom (1,0)
+DICT_KEYS = ("enabled", "preset", "strength", "lf", "means", "seed", "components", "colour",
+             "reference_image")
 _CHANNEL_RE = re.compile(r"\s*[0-9]{1,3}\s*")  # ASCII digits only: "²".isdigit() is true
 
 
@@ -83,6 +92,9 @@ class LeakSettings:
     lf: str = "sampled"
     means: dict[int, float] = field(default_factory=dict)
     seed: int = -1
+    components: dict[Component, float] = field(default_factory=dict)  # non-DC, fixed
+    colour: str = ""  # "#rrggbb": free channel means from the family's linear RGB map
+    reference: object = None  # a PIL image: its LF components become fixed values
 
     def __post_init__(self) -> None:
         if self.lf not in LF_MODES:
@@ -97,6 +109,21 @@ class LeakSettings:
             if not (math.isfinite(val) and MEAN_RANGE[0] <= val <= MEAN_RANGE[1]):
                 raise SettingsError(f"mean for channel {ch} must lie in {MEAN_RANGE[0]}.."
                                     f"{MEAN_RANGE[1]}, got {val}")
+        for (ch, u, v), val in self.components.items():
+            if not 0 <= ch < MAX_CHANNELS:
+                raise SettingsError(f"component {ch}:{u},{v}: channel {ch} is out of range "
+                                    f"(0..{MAX_CHANNELS - 1})")
+            if (u, v) == (0, 0):
+                raise SettingsError(f"component {ch}:0,0 is channel {ch}'s mean: set it as a "
+                                    "mean")
+            if not (math.isfinite(val) and MEAN_RANGE[0] <= val <= MEAN_RANGE[1]):
+                raise SettingsError(f"component {ch}:{u},{v} must lie in {MEAN_RANGE[0]}.."
+                                    f"{MEAN_RANGE[1]}, got {val}")
+        if self.colour:
+            try:
+                parse_colour(self.colour)
+            except LowFreqError as exc:
+                raise SettingsError(str(exc)) from None
         if not isinstance(self.preset, str) or not self.preset:
             raise SettingsError("preset must be a preset name or 'manual'")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not (
@@ -111,8 +138,9 @@ class LeakSettings:
     def with_overrides(self, overrides: Mapping[str, object]) -> LeakSettings:
         """A copy with some fields replaced (X/Y/Z cells); ``means`` entries merge."""
         changes = dict(overrides)
-        if "means" in changes:
-            changes["means"] = {**self.means, **changes["means"]}  # type: ignore[dict-item]
+        for key in ("means", "components"):
+            if key in changes:
+                changes[key] = {**getattr(self, key), **changes[key]}  # type: ignore[dict-item]
         return replace(self, **changes)  # type: ignore[arg-type]
 
     def to_args(self) -> list[object]:
@@ -120,7 +148,11 @@ class LeakSettings:
         args: list[object] = [self.enabled, self.preset, self.strength, self.lf]
         for c in range(MAX_CHANNELS):
             args += [c in self.means, self.means.get(c, 0.0)]
-        return [*args, self.seed]
+        args.append(self.seed)
+        for c in range(MAX_CHANNELS):
+            for u, v in GRADIENT_ARGS.values():
+                args += [(c, u, v) in self.components, self.components.get((c, u, v), 0.0)]
+        return [*args, bool(self.colour), self.colour or "#808080", self.reference]
 
 
 def _as_bool(value: object, name: str) -> bool:
@@ -176,6 +208,46 @@ def _as_preset(value: object) -> str:
     return MANUAL if value.strip().lower() in ("", "manual", MANUAL) else value
 
 
+def _components(value: object) -> tuple[dict[int, float], dict[Component, float]]:
+    """The dict form's ``components`` (``{"0:0,1": 0.5}``): DC entries become means."""
+    if not isinstance(value, Mapping):
+        raise SettingsError("components must be an object like {\"0:0,1\": 0.5}")
+    means: dict[int, float] = {}
+    out: dict[Component, float] = {}
+    for key, val in value.items():
+        try:
+            comp = parse_key(key)
+        except LowFreqError as exc:
+            raise SettingsError(str(exc)) from None
+        number = _as_float(val, f"components[{short_repr(key)}]")
+        if comp[1:] == (0, 0):
+            means[comp[0]] = number
+        else:
+            out[comp] = number
+    return means, out
+
+
+def _colour(value: object) -> str:
+    if value is None or value == "":
+        return ""
+    if not isinstance(value, str):
+        raise SettingsError(f"colour must be '#rrggbb', got {short_repr(value)}")
+    try:
+        parse_colour(value)
+    except LowFreqError as exc:
+        raise SettingsError(str(exc)) from None
+    return value.strip()
+
+
+def _reference(value: object) -> object:
+    if value is None or value == "":
+        return None
+    try:
+        return decode_reference(value)
+    except LowFreqError as exc:
+        raise SettingsError(str(exc)) from None
+
+
 def settings_from_dict(data: Mapping[str, object]) -> LeakSettings:
     """The API's dict form; unknown keys are rejected; omitted keys take the UI defaults
     (``enabled`` defaults to true here)."""
@@ -192,13 +264,17 @@ def settings_from_dict(data: Mapping[str, object]) -> LeakSettings:
         if channel is None:
             raise SettingsError(f"means key {short_repr(key)} must be a channel number (0..3)")
         means[channel] = _as_float(val, f"means[{key}]")
+    dc, components = _components(data.get("components") or {})
     return LeakSettings(
         enabled=_as_bool(data.get("enabled", True), "enabled"),
         preset=_as_preset(data.get("preset")),
         strength=_as_float(data.get("strength", 1.0), "strength"),
         lf=str(data.get("lf", "sampled")),
-        means=means,
+        means={**dc, **means},
         seed=_as_seed(data.get("seed", -1)),
+        components=components,
+        colour=_colour(data.get("colour")),
+        reference=_reference(data.get("reference_image")),
     )
 
 
@@ -216,6 +292,9 @@ def settings_from_args(args: Sequence[object]) -> LeakSettings:
     values.update({k: v for k, v in zip(ARG_NAMES, args, strict=False) if v is not None})
     means = {c: _as_float(values[f"mean_{c}"], f"mean_{c}") for c in range(MAX_CHANNELS)
              if _as_bool(values[f"fix_mean_{c}"], f"fix_mean_{c}")}
+    components = {(c, *uv): _as_float(values[f"{name}_{c}"], f"{name}_{c}")
+                  for c in range(MAX_CHANNELS) for name, uv in GRADIENT_ARGS.items()
+                  if _as_bool(values[f"fix_{name}_{c}"], f"fix_{name}_{c}")}
     return LeakSettings(
         enabled=_as_bool(values["enabled"], "enabled"),
         preset=_as_preset(values["preset"]),
@@ -223,4 +302,7 @@ def settings_from_args(args: Sequence[object]) -> LeakSettings:
         lf=str(values["lf"]),
         means=means,
         seed=_as_seed(values["seed"]),
+        components=components,  # type: ignore[arg-type]
+        colour=_colour(values["colour"]) if _as_bool(values["fix_colour"], "fix_colour") else "",
+        reference=_reference(values["reference"]),
     )

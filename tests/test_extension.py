@@ -329,7 +329,7 @@ def test_xyz_strength_axis_overrides_per_cell(host, natural):
     xyz = host.xyz_grid
     axis = next(o for o in xyz.axis_options if o.label == "[Signal Leak] Strength")
     labels = [o.label for o in xyz.axis_options if o.label.startswith("[Signal Leak]")]
-    assert len(labels) == len(set(labels)) == 8
+    assert len(labels) == len(set(labels)) == 16
     p = host.make_txt2img(seed=21)
     p.scripts = host.runner("txt2img")
     p.script_args = host.ui_args("txt2img", {TITLE: leak_args("natural", strength=1.0)})
@@ -347,7 +347,7 @@ def test_xyz_axes_registered_once(host):
 
     script_callbacks.before_ui_callback()  # a second UI reload must not duplicate axes
     labels = [o.label for o in host.xyz_grid.axis_options if o.label.startswith("[Signal Leak]")]
-    assert len(labels) == 8
+    assert len(labels) == 16
 
 
 def test_api_positional_and_dict_forms_agree(host, natural):

@@ -55,7 +55,7 @@ def test_ui_builds_in_real_blocks_with_documented_arg_order(ui_host, tab):
 
     assert isinstance(ui_host.demo, gr.Blocks)
     script, controls = _our_controls(ui_host, tab)
-    assert len(controls) == len(ARG_NAMES) == 13
+    assert len(controls) == len(ARG_NAMES) == 32
     assert isinstance(controls[0], InputAccordion) and controls[0].value is False
     assert [c.value for c in controls[1:]] == LeakSettings().to_args()[1:]
     kinds = [type(c).__name__ for c in controls]
@@ -64,11 +64,13 @@ def test_ui_builds_in_real_blocks_with_documented_arg_order(ui_host, tab):
     assert controls[2].minimum == 0 and controls[2].maximum == 2 and controls[2].step == 0.05
     assert controls[5].minimum == -3 and controls[5].maximum == 3
     labels = [a.label for a in script.api_info.args]
-    assert labels[0] == TITLE and labels[1] == "Preset" and len(labels) == 13
+    assert labels[0] == TITLE and labels[1] == "Preset" and len(labels) == 32
     choices = controls[1].choices
     names = [c[0] if isinstance(c, tuple) else c for c in choices]
     assert names[0] == MANUAL and "natural" in names and "broken" not in names
-    assert len(script.infotext_fields) == 13
+    assert len(script.infotext_fields) == 32
+    assert kinds[13:29] == ["Checkbox", "Slider"] * 8
+    assert kinds[29:] == ["Checkbox", "ColorPicker", "Image"]
 
 
 def test_summary_lists_unusable_presets_with_reason(ui_host):

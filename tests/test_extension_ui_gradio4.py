@@ -44,7 +44,7 @@ def test_ui_builds_in_gradio_4_with_the_documented_arg_order(g4_host, tab):
     assert isinstance(g4_host.demo, gr.Blocks)
     script = g4_host.script(TITLE, tab)
     controls = g4_host.runner(tab).inputs[script.args_from:script.args_to]
-    assert len(controls) == len(ARG_NAMES) == 13
+    assert len(controls) == len(ARG_NAMES) == 32
     assert controls[0].value is False
     assert [c.value for c in controls[1:]] == LeakSettings().to_args()[1:]
     kinds = [type(c).__name__ for c in controls]
@@ -53,9 +53,11 @@ def test_ui_builds_in_gradio_4_with_the_documented_arg_order(g4_host, tab):
     assert controls[2].minimum == 0 and controls[2].maximum == 2
     names = [c[0] if isinstance(c, tuple) else c for c in controls[1].choices]
     assert names[0] == MANUAL and "natural" in names and "broken" not in names
-    assert len(script.infotext_fields) == 13
+    assert len(script.infotext_fields) == 32
+    assert kinds[13:29] == ["Checkbox", "Slider"] * 8
+    assert kinds[29:] == ["Checkbox", "ColorPicker", "Image"]
     labels = [a.label for a in script.api_info.args]
-    assert labels[0] == TITLE and labels[1] == "Preset" and len(labels) == 13
+    assert labels[0] == TITLE and labels[1] == "Preset" and len(labels) == 32
 
 
 def test_gradio_4_generation_and_paste(g4_host):

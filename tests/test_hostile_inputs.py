@@ -269,7 +269,7 @@ BAD_POSITIONAL = {
     "seed NaN": ([True, "manual", 1.0, "sampled", *[False, 0.0] * 4, float("nan")], "finite"),
     "seed too large": ([True, "manual", 1.0, "sampled", *[False, 0.0] * 4, 2**64], "seed must"),
     "mean 10**400": ([True, "manual", 1.0, "sampled", True, 10**400], "must be a number"),
-    "too many": ([True] * 14, "takes 13 arguments"),
+    "too many": ([True] * 33, "takes 32 arguments"),
     "fix flag garbage": ([True, "manual", 1.0, "sampled", "perhaps", 1.0], "fix_mean_0"),
 }
 

@@ -30,7 +30,9 @@ SCRIPT = ROOT / "scripts" / "signal_leak_bias.py"
 OUR_AXES = ["[Signal Leak] Preset", "[Signal Leak] Strength", "[Signal Leak] LF mode",
             "[Signal Leak] Channel 0 mean", "[Signal Leak] Channel 1 mean",
             "[Signal Leak] Channel 2 mean", "[Signal Leak] Channel 3 mean",
-            "[Signal Leak] Leak seed"]
+            "[Signal Leak] Leak seed",
+            *[f"[Signal Leak] Channel {c} {g} gradient" for c in range(4)
+              for g in ("left-right", "top-bottom")]]
 
 
 # --------------------------------------------------------------------------- fake host

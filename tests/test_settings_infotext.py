@@ -34,7 +34,9 @@ def test_means_notation_roundtrip():
 
 
 def test_positional_defaults_and_order():
-    assert ARG_NAMES[0] == "enabled" and ARG_NAMES[-1] == "seed" and len(ARG_NAMES) == 13
+    assert ARG_NAMES[0] == "enabled" and ARG_NAMES[12] == "seed" and len(ARG_NAMES) == 32
+    assert ARG_NAMES[13:17] == ("fix_lr_0", "lr_0", "fix_tb_0", "tb_0")
+    assert ARG_NAMES[-3:] == ("fix_colour", "colour", "reference")
     assert settings_from_args([]) == LeakSettings()
     s = settings_from_args([True, "natural", 0.5, "zero", True, 1.5, False, 0.0, True, -0.5])
     assert s == LeakSettings(True, "natural", 0.5, "zero", {0: 1.5, 2: -0.5}, -1)
@@ -64,8 +66,8 @@ def test_dict_form_rejects_bad_input_clearly(bad, words):
 
 
 def test_too_many_positional_args():
-    with pytest.raises(SettingsError, match="13 arguments"):
-        settings_from_args([True] * 14)
+    with pytest.raises(SettingsError, match="32 arguments"):
+        settings_from_args([True] * 33)
 
 
 def test_infotext_entries_and_parse_roundtrip():
