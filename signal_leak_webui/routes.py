@@ -4,7 +4,7 @@ validation live in :mod:`slb.api`."""
 
 from __future__ import annotations
 
-from modules import shared
+from modules import call_queue, shared
 
 from slb.api import ApiError, parse_fit_request, presets_payload, sample_payload
 
@@ -36,13 +36,21 @@ def register(presets: Presets, app: object) -> None:
     def get_presets() -> list:
         return presets_payload(presets.library())
 
-    async def post_sample(request: Request) -> dict:
-        body = await read_json(request)
+    def encode_reference(image: object, width: int, height: int) -> object:
+        with call_queue.queue_lock:  # the VAE is the generation's: never at the same time
+            return presets.host.encode_image(image, width, height, presets.host.sd_model())
+
+    def sample_in_thread(body: object) -> dict:
         try:
             family = presets.host.model_family(presets.host.sd_model())
-            return sample_payload(body, presets.library(), family)
+            return sample_payload(body, presets.library(), family, encode_reference)
         except ApiError as exc:
             raise fail(exc) from None
+
+    async def post_sample(request: Request) -> dict:
+        body = await read_json(request)
+        # in a worker thread: a reference image is encoded with the VAE
+        return await run_in_threadpool(sample_in_thread, body)
 
     def fit_in_thread(body: object) -> dict:
         try:

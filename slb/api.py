@@ -11,20 +11,25 @@ import base64
 import io
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
+from .generation import plan_generation, resolve_reference
 from .library import PresetLibrary
 from .limits import FIT_SIZE_RANGE, MAX_BATCH, MAX_COMPONENTS, fit_size_problem, shape_problem
+from .lowfreq import format_key, reference_hash
 from .preset import PresetError, validate_name
 from .sampling import IncompatiblePresetError, LeakSampler
 from .settings import MANUAL, SettingsError, settings_from_dict, short_repr
 
 FIT_KEYS = {"folder", "name", "kind", "n_components", "resolution", "crop", "recursive",
             "overwrite", "batch_size"}
-SAMPLE_KEYS = {"preset", "shape", "seed", "strength", "lf", "means", "format"}
+SETTINGS_KEYS = ("preset", "strength", "lf", "means", "seed", "components", "colour",
+                 "reference_image")
+SAMPLE_KEYS = {*SETTINGS_KEYS, "shape", "format"}
 CROP_RE = re.compile(r"center|random:-?[0-9]{1,18}")
 
 
@@ -113,8 +118,15 @@ def parse_fit_request(body: object) -> FitRequest:
                       batch_size=_int(b, "batch_size", None, 1, MAX_BATCH))
 
 
-def sample_payload(body: object, library: PresetLibrary, model_family: str = "sd1") -> dict:
-    """``POST sample``: a leak as base64 ``.npy`` (float32 ``(C,H,W)``) or a preview PNG."""
+def sample_payload(body: object, library: PresetLibrary, model_family: str = "sd1",
+                   encode_reference: Callable[[object, int, int], torch.Tensor] | None = None
+                   ) -> dict:
+    """``POST sample``: a leak as base64 ``.npy`` (float32 ``(C,H,W)``) or a preview PNG.
+
+    Takes the generation's LF controls too: ``components``, ``colour`` (resolved for
+    ``model_family``) and ``reference_image``, which ``encode_reference(image, width,
+    height)`` turns into a latent (the host's VAE); without it a reference is refused.
+    """
     b = _check_keys(body, SAMPLE_KEYS, "sample")
     fmt = b.get("format", "npy")
     if fmt not in ("npy", "png"):
@@ -126,20 +138,28 @@ def sample_payload(body: object, library: PresetLibrary, model_family: str = "sd
     if shape_problem(tuple(shape)):
         raise ApiError(422, shape_problem(tuple(shape)))
     try:
-        settings = settings_from_dict({k: v for k, v in b.items()
-                                       if k in ("preset", "strength", "lf", "means", "seed")})
+        settings = settings_from_dict({k: v for k, v in b.items() if k in SETTINGS_KEYS})
     except SettingsError as exc:
         raise ApiError(422, str(exc)) from None
+    if settings.reference is not None and encode_reference is None:
+        raise ApiError(422, "reference_image needs the WebUI's loaded VAE")
     seed = settings.seed if settings.seed >= 0 else 0
     try:
-        preset = None if settings.is_manual else library.get(settings.preset)
-        sampler = LeakSampler(preset, shape, lf_mode=settings.lf, means=settings.means)
-    except PresetError as exc:
-        raise ApiError(404 if "no preset" in str(exc) else 422, str(exc)) from None
+        plan = plan_generation(settings, library.get, model_channels=shape[0],
+                               model_family=model_family, allow_other_families=True)
+        if plan.reason:
+            raise ApiError(404 if "no preset" in plan.reason else 422, plan.reason)
+        if settings.reference is not None:
+            latent = encode_reference(settings.reference, shape[2] * 8, shape[1] * 8)
+            plan = resolve_reference(plan, latent, reference_hash(settings.reference))
+        s = plan.settings
+        sampler = LeakSampler(plan.preset, shape, lf_mode=s.lf, means=s.means,
+                              components=s.components)
     except (IncompatiblePresetError, ValueError) as exc:
         raise ApiError(422, str(exc)) from None
     leak = sampler.draw([seed])[0] * settings.strength
     buf = io.BytesIO()
+    preset = plan.preset
     if fmt == "npy":
         np.save(buf, leak.numpy().astype(np.float32))
     else:
@@ -149,6 +169,10 @@ def sample_payload(body: object, library: PresetLibrary, model_family: str = "sd
             raise ApiError(422, "a PNG preview needs a 4-channel latent; use format 'npy'")
         family = preset.model_family if preset is not None else model_family
         preview_image([leak], family, scale=4).save(buf, format="PNG")
-    return {"data": base64.b64encode(buf.getvalue()).decode("ascii"), "format": fmt,
-            "shape": list(shape), "preset": MANUAL if preset is None else settings.preset,
-            "seed": seed}
+    answer = {"data": base64.b64encode(buf.getvalue()).decode("ascii"), "format": fmt,
+              "shape": list(shape), "preset": MANUAL if preset is None else settings.preset,
+              "seed": seed, "means": {str(c): m for c, m in sorted(s.means.items())},
+              "components": {format_key(k): a for k, a in sorted(s.components.items())}}
+    if plan.predicted_colour:
+        answer["predicted_colour"] = plan.predicted_colour
+    return answer

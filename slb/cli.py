@@ -20,11 +20,14 @@ import torch
 
 from .files import atomic_write, check_new_file, check_writable_folder, printable
 from .fitting import fit
+from .generation import LeakPlan, plan_generation, resolve_reference
 from .limits import MAX_PREVIEW_PIXELS
+from .lowfreq import LowFreqError, decode_reference, reference_hash
 from .paper_import import import_paper_dir
 from .partials import merge_partials, preset_from_partial, save_partial
 from .preset import PRESET_SUFFIX, Preset, PresetError, load_preset, save_preset, validate_name
 from .sampling import LeakSampler
+from .settings import MANUAL, LeakSettings, SettingsError
 
 REPO_STATS = Path(__file__).resolve().parents[1] / "stats"
 FAMILIES = ("sd1", "sd2", "sdxl", "unknown")
@@ -68,10 +71,48 @@ def resolve_preset(arg: str, folders: Sequence[Path]) -> Preset | None:
 
 
 def _sampler(args: argparse.Namespace, shape: tuple[int, int, int] | None) -> LeakSampler:
+    """The leak the arguments describe, with components, colour and reference resolved."""
     preset = resolve_preset(args.preset, args.presets_dir)
     if shape is None:
         shape = preset.latent_shape if preset is not None else (4, 64, 64)
-    return LeakSampler(preset, shape, lf_mode=args.lf, means=args.means)
+    dc = {c: a for (c, u, v), a in args.components.items() if (u, v) == (0, 0)}
+    comps = {k: a for k, a in args.components.items() if k[1:] != (0, 0)}
+    try:
+        settings = LeakSettings(enabled=True, preset=MANUAL if preset is None else "preset",
+                                strength=args.strength, lf=args.lf, means={**dc, **args.means},
+                                components=comps, colour=args.colour or "")
+    except SettingsError as exc:
+        raise CliError(str(exc)) from None
+    family = args.model_family
+    if family == "auto":
+        family = preset.model_family if preset is not None else "sd1"
+    plan = plan_generation(settings, lambda _name: preset, model_channels=shape[0],
+                           model_family=family, allow_other_families=True)
+    if plan.reason:
+        raise CliError(plan.reason)
+    if args.reference is not None:
+        plan = _with_reference(args, plan, shape)
+    s = plan.settings
+    return LeakSampler(plan.preset, shape, lf_mode=s.lf, means=s.means, components=s.components)
+
+
+def _with_reference(args: argparse.Namespace, plan: LeakPlan, shape: tuple[int, int, int]
+                    ) -> LeakPlan:
+    from PIL import Image, ImageOps
+
+    if not (args.vae or args.encoder):
+        raise CliError("--reference needs an encoder: --vae DIR or --encoder MODULE:FACTORY")
+    try:
+        with Image.open(args.reference) as img:
+            image = decode_reference(img.convert("RGB"))
+    except (OSError, LowFreqError) as exc:
+        raise CliError(f"--reference {printable(args.reference)}: {printable(exc)}") from None
+    encode, _ = _load_encoder(args)
+    fitted = ImageOps.fit(image, (shape[2] * 8, shape[1] * 8), Image.Resampling.BILINEAR)
+    pixels = torch.from_numpy(np.asarray(fitted, dtype=np.float32).copy())
+    with torch.no_grad():
+        latent = encode((pixels.permute(2, 0, 1)[None] / 127.5 - 1.0).to(args.device))
+    return resolve_reference(plan, latent[0].float().cpu(), reference_hash(image))
 
 
 # --- commands --------------------------------------------------------------------------

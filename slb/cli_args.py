@@ -24,6 +24,7 @@ from .limits import (
     fit_size_problem,
     shape_problem,
 )
+from .lowfreq import LowFreqError, parse_colour, parse_components
 from .settings import SettingsError, parse_means, short_repr
 
 
@@ -132,3 +133,25 @@ def device(text: str) -> torch.device:
 
 FIT_LIMITS = (f"size {FIT_SIZE_RANGE[0]}..{FIT_SIZE_RANGE[1]} px in steps of 8, LF components "
               f"1..{MAX_COMPONENTS}, batch size 1..{MAX_BATCH}")
+
+
+def components(text: str) -> dict:
+    """``'0:0,1=0.5;1:1,0=-0.3'`` -> ``{(0,0,1): 0.5, (1,1,0): -0.3}``, values in range."""
+    try:
+        values = parse_components(text)
+    except LowFreqError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    lo, hi = MEAN_RANGE
+    for (c, u, v), value in values.items():
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"component {c}:{u},{v} must lie in "
+                                             f"{lo:g}..{hi:g}, got {value:g}")
+    return values
+
+
+def colour(text: str) -> str:
+    try:
+        parse_colour(text)
+    except LowFreqError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text

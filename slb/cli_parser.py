@@ -49,7 +49,33 @@ def _add_leak_options(p: argparse.ArgumentParser, shape_required: bool) -> None:
     p.add_argument("--means", type=types.means, default={},
                    help=f"fixed channel means, each {MEAN_RANGE[0]:g}..{MEAN_RANGE[1]:g}, "
                    "e.g. 0:1.5,2:-0.5")
+    p.add_argument("--components", type=types.components, default={},
+                   help="fixed low-frequency components 'c:u,v=amplitude' separated by ';', "
+                   f"each {MEAN_RANGE[0]:g}..{MEAN_RANGE[1]:g}, e.g. '0:0,1=0.5;1:1,0=-0.3' "
+                   "(channel 0 brighter left, channel 1 darker top)")
+    p.add_argument("--colour", type=types.colour, default=None,
+                   help="colour target '#rrggbb': sets the channel means not fixed otherwise "
+                   "(approximate: the family's linear latent-to-RGB map)")
+    p.add_argument("--reference", type=Path, default=None,
+                   help="reference image: its low-frequency components become the leak's "
+                   "(needs --vae or --encoder to encode it)")
+    _add_encoder_options(p, fit=False)
     p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
+
+
+def _add_encoder_options(p: argparse.ArgumentParser, fit: bool) -> None:
+    enc = p.add_mutually_exclusive_group()
+    enc.add_argument("--vae", help="a diffusers AutoencoderKL folder (needs diffusers)")
+    enc.add_argument("--encoder", help="MODULE:FACTORY; FACTORY(device) returns a callable "
+                     "mapping (B,3,S,S) in [-1,1] to scaled latents (to try it without a VAE: "
+                     "slb.bench:try_encoder, a fixed random-weight encoder)")
+    p.add_argument("--device", type=types.device,
+                   default=torch.device("cuda" if torch.cuda.is_available() else "cpu"),
+                   help="cpu, cuda, cuda:N or mps (default: cuda when available)")
+    p.add_argument("--model-family", choices=("auto", *cli.FAMILIES), default="auto",
+                   help="latent space of the encoder (auto: from the --vae configuration; "
+                   "required with --encoder)" if fit else "latent space for --colour and the "
+                   "encoder (auto: the preset's, else sd1)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,11 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fit", help="fit a preset from an image folder with your own encoder")
     p.add_argument("folder", help="image folder")
     p.add_argument("name", help="name of the new preset")
-    enc = p.add_mutually_exclusive_group()
-    enc.add_argument("--vae", help="a diffusers AutoencoderKL folder (needs diffusers)")
-    enc.add_argument("--encoder", help="MODULE:FACTORY; FACTORY(device) returns a callable "
-                     "mapping (B,3,S,S) in [-1,1] to scaled latents (to try fit without a VAE: "
-                     "slb.bench:try_encoder, a fixed random-weight encoder)")
+    _add_encoder_options(p, fit=True)
     p.add_argument("--kind", choices=("pixel", "dct+pixel"), default="dct+pixel")
     p.add_argument("-n", "--n-components", type=types.n_components, default=3,
                    help=f"LF components for dct+pixel, 1..{MAX_COMPONENTS} (default 3)")
@@ -116,12 +138,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"images per encoder call, 1..{MAX_BATCH} (default: 1 on the CPU, "
                    "where batching buys nothing; on a GPU as many as its free memory holds, "
                    "at most 8)")
-    p.add_argument("--device", type=types.device,
-                   default=torch.device("cuda" if torch.cuda.is_available() else "cpu"),
-                   help="cpu, cuda, cuda:N or mps (default: cuda when available)")
-    p.add_argument("--model-family", choices=("auto", *cli.FAMILIES), default="auto",
-                   help="latent space of the encoder (auto: from the --vae configuration; "
-                   "required with --encoder)")
     p.add_argument("--description", default="", help="free text stored in the preset")
     p.add_argument("--out-dir", default=".", help="where to write the preset (default: .)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing preset or "
