@@ -303,10 +303,15 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .demo import lowfreq_figure, run_demo
 
-    out = check_new_file(args.out, args.overwrite, create_folder=True)
-    run_demo(out, steps=args.steps, seed=args.seed, overwrite=args.overwrite)
+    default = "out/lowfreq_control.png" if args.lowfreq else "out/gaussian_world.png"
+    out = check_new_file(args.out or Path(default), args.overwrite, create_folder=True)
+    if args.lowfreq:
+        lowfreq_figure(out, overwrite=args.overwrite, seed=args.seed)
+        print(f"figure: {printable(out)}")
+    else:
+        run_demo(out, steps=args.steps, seed=args.seed, overwrite=args.overwrite)
     return 0
 
 

@@ -156,8 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cli.cmd_merge)
 
     p = sub.add_parser("demo", help="the Gaussian world: see the effect without any weights")
-    p.add_argument("--out", type=Path, default=Path("out/gaussian_world.png"),
-                   help="figure to write (PNG; default out/gaussian_world.png, git-ignored)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="figure to write (PNG; default out/gaussian_world.png, or "
+                   "out/lowfreq_control.png with --lowfreq; out/ is git-ignored)")
+    p.add_argument("--lowfreq", action="store_true",
+                   help="draw the low-frequency control figure instead (fixed DC, gradients, "
+                   "a reference's low frequencies)")
     p.add_argument("--steps", type=types.demo_steps, default=30,
                    help=f"sampling steps, 1..{MAX_DEMO_STEPS} (default 30)")
     p.add_argument("--seed", type=types.seed, default=0, help=SEED_HELP)

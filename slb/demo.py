@@ -54,3 +54,64 @@ def run_demo(out: Path, steps: int = 30, seed: int = 0, overwrite: bool = False
         print(f"figure: {out}")
     print(f"done in {time.perf_counter() - start:.1f} s")
     return reports
+
+
+def lowfreq_figure(out: Path, overwrite: bool = False, seed: int = 0) -> None:
+    """The Gaussian world with low-frequency control: generated brightness (channel 0) for a
+    fixed DC term and fixed gradients, and for a reference's low frequencies."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from .dct import dct2, idct2
+    from .fitting import FitAccumulator
+    from .gaussian_world import GaussianWorld, euler_sample, sd_alphas_cumprod, uniform_sigmas
+    from .lowfreq import reference_components
+    from .mixing import StartConvention, sampler_input
+    from .sampling import LeakSampler
+
+    world = GaussianWorld.default(shape=(4, 32, 32))
+    gen = torch.Generator().manual_seed(seed)
+    acc = FitAccumulator("dct+pixel", world.shape, 6)
+    acc.update(world.sample(2048, gen))
+    preset = acc.to_preset(image_size=(256, 256))
+    sigmas = uniform_sigmas(sd_alphas_cumprod(), 30)
+    conv = StartConvention.ve(float(sigmas[0]))
+    reference = world.sample(1, gen)[0]
+    rows = [("plain noise start", None), ("DC +1.5 (brighter)", {(0, 0, 0): 1.5}),
+            ("DC -1.5 (darker)", {(0, 0, 0): -1.5}),
+            ("left-right +1.5 (0,1)", {(0, 0, 1): 1.5}),
+            ("top-bottom +1.5 (1,0)", {(0, 1, 0): 1.5}),
+            ("reference's LF", reference_components(reference, preset.coords))]
+    eps = torch.randn((4, *world.shape), generator=gen, dtype=torch.float64)
+    fig, axes = plt.subplots(len(rows), 5, figsize=(7.5, 1.6 * len(rows)))
+    for r, (label, comps) in enumerate(rows):
+        if comps is None:
+            start = eps
+        else:
+            leaks = LeakSampler(preset, world.shape, dtype=torch.float64,
+                                components=comps).draw(list(range(4)))
+            start = sampler_input(eps, leaks, conv)
+        out_x = idct2(euler_sample(world.denoise_dct, dct2(start * conv.sigma0), sigmas))
+        first = reference if label == "reference's LF" else None
+        images = [first, *out_x] if first is not None else [None, *out_x]
+        for col, img in enumerate(images):
+            ax = axes[r, col]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if img is None:
+                ax.axis("off")
+                if col == 0:
+                    ax.text(0.5, 0.5, label, ha="center", va="center", fontsize=8, wrap=True)
+                continue
+            ax.imshow(img[0].numpy(), cmap="gray", vmin=-2.5, vmax=2.5)
+            if col == 0:
+                ax.set_title("reference", fontsize=8)
+    fig.suptitle("Gaussian world, Euler: channel 0 of 4 generated latents per row", fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    atomic_write(out, buf.getvalue(), overwrite=overwrite)
