@@ -5,7 +5,9 @@ during a generation; Stop (the host's interrupt) discards the fit and saves noth
 from __future__ import annotations
 
 import html
+import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import gradio as gr  # module level: Gradio resolves the gr.Progress annotation here
@@ -14,13 +16,18 @@ from modules import call_queue, devices, shared
 from slb.api import ApiError, FitRequest, parse_fit_request
 from slb.files import printable
 from slb.fitting import FitInterrupted, FitResult, fit
+from slb.image_source import SOURCE_ERRORS, SOURCE_STOPS, is_url, open_image_source
 from slb.images import NoUsableImagesError
 from slb.preset import PRESET_SUFFIX, PresetError, save_preset
 
+from .options import NATURAL_URL, OPT_NATURAL_URL
 from .presets import Presets
 
 
-def _check_folder(req: FitRequest) -> Path:
+def _check_folder(req: FitRequest) -> None:
+    """A folder must exist and be readable; zips and URLs are checked when opened."""
+    if is_url(req.folder) or req.folder.lower().endswith(".zip"):
+        return
     folder = Path(req.folder).expanduser()
     if not folder.is_dir():
         raise ApiError(422, f"folder not found: {printable(req.folder)}")
@@ -29,13 +36,26 @@ def _check_folder(req: FitRequest) -> Path:
     except OSError as exc:
         raise ApiError(422, f"cannot read folder {printable(req.folder)}: "
                        f"{exc.strerror or exc}") from None
-    return folder
+
+
+def natural_request(presets: Presets, req: FitRequest) -> FitRequest:
+    """The one-click natural-image preset: dct+pixel n=3 at the model's native size, named
+    natural-<family>, from the Settings URL unless a source is given."""
+    host = presets.host
+    family = host.model_family(host.sd_model())
+    source = req.folder or str(host.option(OPT_NATURAL_URL, NATURAL_URL) or NATURAL_URL)
+    return replace(req, folder=source, name=req.name or f"natural-{family}", kind="dct+pixel",
+                   n_components=3, resolution=None, recursive=True)
 
 
 def run_fit(presets: Presets, req: FitRequest, progress=None) -> tuple[FitResult, Path]:  # noqa: ANN001
-    """Fit and save to the user folder; the caller holds the GPU queue."""
+    """Fit (a folder, a .zip or an http(s) URL) and save to the user folder; the caller
+    holds the GPU queue. Downloads and extractions live in a temporary folder that is
+    removed whatever happens; Stop or a failure saves nothing."""
     host = presets.host
-    folder = _check_folder(req)
+    if req.natural:
+        req = natural_request(presets, req)
+    _check_folder(req)
     target = host.user_presets_dir() / f"{req.name}{PRESET_SUFFIX}"
     if target.exists() and not req.overwrite:
         raise ApiError(409, f"preset {req.name!r} already exists; enable overwrite to replace it")
@@ -54,11 +74,28 @@ def run_fit(presets: Presets, req: FitRequest, progress=None) -> tuple[FitResult
         if progress is not None:
             progress((done, total), desc="Encoding images", unit="images")
 
+    def report_source(phase: str, done: int, total: int | None) -> None:
+        unit = "bytes" if phase == "download" else "files"
+        shared.state.textinfo = f"Signal leak fit: {phase} {done}/{total or '?'} {unit}"
+        if progress is not None:
+            progress((done, total) if total else None,
+                     desc="Downloading" if phase == "download" else "Extracting", unit=unit)
+
     try:
-        result = fit(folder, encode, req.kind, req.n_components, size=size, crop=req.crop,
-                     recursive=req.recursive, batch_size=req.batch_size, device=host.device,
-                     dtype=host.vae_dtype, progress=report, should_stop=host.interrupted,
-                     **host.model_metadata(sd_model))
+        source = open_image_source(req.folder, tempfile.gettempdir(), progress=report_source,
+                                   should_stop=host.interrupted)
+        with source as folder:
+            archive = source.kind != "folder"
+            result = fit(folder, encode, req.kind, req.n_components, size=size,
+                         crop=req.crop, recursive=req.recursive or archive,
+                         batch_size=req.batch_size, device=host.device, dtype=host.vae_dtype,
+                         progress=report, should_stop=host.interrupted,
+                         source=Path(source.label).stem if archive else str(folder),
+                         **host.model_metadata(sd_model))
+    except SOURCE_STOPS:
+        raise FitInterrupted("fit interrupted; nothing was saved") from None
+    except SOURCE_ERRORS as exc:
+        raise ApiError(422, printable(exc)) from None
     except OSError as exc:
         raise ApiError(422, f"cannot read the images: {printable(exc)}") from None
     result.preset.metadata["encode"] = mode[0] if mode else "mean"
@@ -104,6 +141,28 @@ def make_fit_button(presets: Presets):  # noqa: ANN201
         return gr.update(choices=presets.choices(), value=req.name), summary_html(result, path)
 
     return fit_button
+
+
+def make_natural_button(presets: Presets):  # noqa: ANN201
+    """'Get the natural-image preset': the Settings URL (or the folder box: a folder, .zip
+    or URL), fitted as natural-<family>, then selected in the dropdown."""
+
+    def natural_button(folder: str, overwrite: bool,
+                       progress: gr.Progress = gr.Progress()) -> tuple:
+        try:
+            req = parse_fit_request({"folder": str(folder or "").strip(), "natural": True,
+                                     "overwrite": bool(overwrite)})
+            result, path = run_fit(presets, req, progress)
+        except (ApiError, PresetError, NoUsableImagesError, ValueError) as exc:
+            message = html.escape(printable(getattr(exc, "detail", exc)))
+            return gr.update(), f"<span class='error'>{message}</span>"
+        except FitInterrupted:
+            return gr.update(), "Stopped: nothing was saved."
+        return (gr.update(choices=presets.choices(), value="natural"),
+                f"{summary_html(result, path)}<br>Selected <b>natural</b>: it resolves to "
+                f"{html.escape(path.stem)} for this model family.")
+
+    return natural_button
 
 
 def api_fit(presets: Presets, req: FitRequest) -> dict:

@@ -8,11 +8,13 @@ from pathlib import Path
 
 from slb.generation import LeakPlan, plan_generation
 from slb.library import PresetLibrary
+from slb.preset import Preset, PresetError
 from slb.settings import MANUAL, LeakSettings
 
 from .host import A1111Host
 
 EXTENSION_DIR = Path(__file__).resolve().parents[1]
+NATURAL = "natural"  # alias: natural-<family of the loaded model>
 
 
 class Presets:
@@ -29,19 +31,43 @@ class Presets:
         return self._library
 
     def choices(self) -> list[str]:
-        return [MANUAL] + [e.name for e in self.library().usable()]
+        """``manual``, the ``natural`` alias (it follows the loaded model's family), then
+        every usable preset."""
+        names = [e.name for e in self.library().usable()]
+        return [MANUAL, NATURAL, *(n for n in names if n != NATURAL)]
+
+    def find(self, name: str, family: str) -> Preset:
+        """The preset ``name`` means for ``family`` (``X`` -> ``X-<family>`` when it exists);
+        :class:`PresetError` says how to get a missing natural-image preset."""
+        resolved = self.library().resolve(name, family)
+        try:
+            return self.library().get(resolved)
+        except PresetError:
+            if name == NATURAL:
+                raise PresetError(f"there is no preset natural-{family} yet: use 'Get the "
+                                  "natural-image preset' in the Fit panel (or POST "
+                                  "/signal-leak/v1/fit with natural: true)") from None
+            raise
 
     def plan(self, settings: LeakSettings, sd_model: object) -> LeakPlan:
         """The plan for ``sd_model``, with the user's family setting (DESIGN 7.7)."""
-        return plan_generation(settings, self.library().get,
+        family = self.host.model_family(sd_model)
+        return plan_generation(settings, lambda name: self.find(name, family),
                                model_channels=self.host.latent_channels(sd_model),
-                               model_family=self.host.model_family(sd_model),
+                               model_family=family,
                                allow_other_families=self.host.allow_other_families())
 
     def summary(self, name: str) -> str:
         """HTML: the chosen preset's summary line, then any unusable files with their reason."""
         entries = self.library().entries()  # one scan of the folders for both parts
         lines = []
+        if name == NATURAL:
+            family = self.host.model_family(self.host.sd_model())
+            name = self.library().resolve(NATURAL, family)
+            if name == NATURAL and not any(e.name == NATURAL for e in entries):
+                lines.append(f"<b>natural</b>: no natural-image preset for {family} yet: use "
+                             "<i>Get the natural-image preset</i> in the Fit panel below.")
+                name = ""
         if name and name != MANUAL:
             entry = next((e for e in entries if e.name == name and e.usable), None)
             if entry is not None:
@@ -50,7 +76,7 @@ class Presets:
             else:
                 lines.append(f"<span style='color:var(--error-text-color,#c00)'>no usable "
                              f"preset named {html.escape(name)}</span>")
-        else:
+        elif not lines:
             lines.append("Manual: the leak is the fixed channel means below (0 where not set).")
         for entry in (e for e in entries if not e.usable):
             lines.append(f"<span style='opacity:.75'>unusable: {html.escape(entry.path.name)}: "

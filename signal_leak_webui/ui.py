@@ -23,7 +23,7 @@ from slb.mixing import StartConvention, vp_target
 from slb.preset import PresetError
 from slb.settings import ARG_NAMES, MANUAL, MAX_CHANNELS, SettingsError, settings_from_args
 
-from .fit_panel import make_fit_button
+from .fit_panel import make_fit_button, make_natural_button
 from .hooks import LeakHooks
 from .options import TITLE
 
@@ -147,7 +147,8 @@ def build(script: object, hooks: LeakHooks, host_components: dict) -> list:
                                    interactive=False, type="pil")
             preview_note = gr.HTML()
         with gr.Accordion("Fit a preset", open=False):
-            folder = gr.Textbox(label="Image folder (on the WebUI machine)")
+            folder = gr.Textbox(label="Image folder, .zip or http(s) URL of a .zip (on the "
+                                "WebUI machine)")
             name = gr.Textbox(label="Preset name")
             with gr.Row():
                 kind = gr.Radio(label="Kind", choices=["pixel", "dct+pixel"], value="dct+pixel")
@@ -165,8 +166,13 @@ def build(script: object, hooks: LeakHooks, host_components: dict) -> list:
                 overwrite = gr.Checkbox(label="Overwrite an existing preset", value=False)
             with gr.Row():
                 fit_btn = gr.Button("Fit", variant="primary")
+                natural_btn = gr.Button("Get the natural-image preset",
+                                        elem_id=elem_id("natural"))
                 stop_btn = gr.Button("Stop")
-            fit_result = gr.HTML()
+            fit_result = gr.HTML(value="<i>Get the natural-image preset</i> downloads the "
+                                 "archive set in Settings (default: the 128 COCO images the "
+                                 "paper uses), or takes the folder or .zip above, and fits "
+                                 "<b>natural-&lt;family&gt;</b> for the loaded model.")
 
     leak_controls = [preset, strength, lf, *mean_controls, seed, *gradient_controls,
                      fix_colour, colour, reference]
@@ -180,6 +186,9 @@ def build(script: object, hooks: LeakHooks, host_components: dict) -> list:
                   inputs=[folder, name, kind, n_components, resolution, crop, crop_seed,
                           recursive, overwrite, batch_size],
                   outputs=[preset, fit_result])
+    natural_btn.click(fn=call_queue.wrap_gradio_gpu_call(make_natural_button(presets),
+                                                         extra_outputs=[gr.update()]),
+                      inputs=[folder, overwrite], outputs=[preset, fit_result])
     stop_btn.click(fn=lambda: shared.state.interrupt(), inputs=[], outputs=[])
     image_inputs = [host_components.get(k) or gr.State(v)
                     for k, v in (("seed", -1), ("width", 512), ("height", 512))]

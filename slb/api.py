@@ -26,7 +26,7 @@ from .sampling import IncompatiblePresetError, LeakSampler
 from .settings import MANUAL, SettingsError, settings_from_dict, short_repr
 
 FIT_KEYS = {"folder", "name", "kind", "n_components", "resolution", "crop", "recursive",
-            "overwrite", "batch_size"}
+            "overwrite", "batch_size", "natural"}
 SETTINGS_KEYS = ("preset", "strength", "lf", "means", "seed", "components", "colour",
                  "reference_image")
 SAMPLE_KEYS = {*SETTINGS_KEYS, "shape", "format"}
@@ -68,6 +68,7 @@ class FitRequest:
     recursive: bool = False
     overwrite: bool = False
     batch_size: int | None = None  # None: chosen from the device (fitting.auto_batch_size)
+    natural: bool = False  # the one-click natural-image preset: name natural-<family>
 
 
 def _int(body: Mapping[str, object], key: str, default: int | None, lo: int, hi: int
@@ -93,29 +94,37 @@ def _bool(body: Mapping[str, object], key: str) -> bool:
 def parse_fit_request(body: object) -> FitRequest:
     """Validate a ``POST fit`` body (only ``folder`` and ``name`` are required)."""
     b = _check_keys(body, FIT_KEYS, "fit")
-    for key in ("folder", "name"):
+    natural = _bool(b, "natural")
+    # the natural-image preset: its source defaults to the Settings URL, its name to
+    # natural-<family> (both filled in by the host glue)
+    for key in () if natural else ("folder", "name"):
         if not isinstance(b.get(key), str) or not b.get(key):
             raise ApiError(422, f"'{key}' is required (a string)")
-    try:
-        validate_name(str(b["name"]))
-    except PresetError as exc:
-        raise ApiError(422, str(exc)) from None
+    for key in ("folder", "name"):
+        if key in b and not isinstance(b[key], str):
+            raise ApiError(422, f"'{key}' must be a string")
+    if b.get("name"):
+        try:
+            validate_name(str(b["name"]))
+        except PresetError as exc:
+            raise ApiError(422, str(exc)) from None
     kind = b.get("kind", "dct+pixel")
     if kind not in ("pixel", "dct+pixel"):
         raise ApiError(422, f"kind must be 'pixel' or 'dct+pixel', got {kind!r}")
     crop = b.get("crop", "center")
     if not isinstance(crop, str) or not CROP_RE.fullmatch(crop):
         raise ApiError(422, f"crop must be 'center' or 'random:<seed>', got {short_repr(crop)}")
-    if "\0" in str(b["folder"]):
+    if "\0" in str(b.get("folder", "")):
         raise ApiError(422, "folder must not contain NUL characters")
     resolution = _int(b, "resolution", None, *FIT_SIZE_RANGE)
     if resolution is not None and fit_size_problem(resolution):
         raise ApiError(422, "resolution: " + fit_size_problem(resolution))
-    return FitRequest(folder=str(b["folder"]), name=str(b["name"]), kind=str(kind),
+    return FitRequest(folder=str(b.get("folder", "")), name=str(b.get("name", "")),
+                      kind=str(kind),
                       n_components=_int(b, "n_components", 3, 1, MAX_COMPONENTS) or 3,
                       resolution=resolution, crop=crop, recursive=_bool(b, "recursive"),
                       overwrite=_bool(b, "overwrite"),
-                      batch_size=_int(b, "batch_size", None, 1, MAX_BATCH))
+                      batch_size=_int(b, "batch_size", None, 1, MAX_BATCH), natural=natural)
 
 
 def sample_payload(body: object, library: PresetLibrary, model_family: str = "sd1",
@@ -145,8 +154,10 @@ def sample_payload(body: object, library: PresetLibrary, model_family: str = "sd
         raise ApiError(422, "reference_image needs the WebUI's loaded VAE")
     seed = settings.seed if settings.seed >= 0 else 0
     try:
-        plan = plan_generation(settings, library.get, model_channels=shape[0],
-                               model_family=model_family, allow_other_families=True)
+        plan = plan_generation(settings,
+                               lambda name: library.get(library.resolve(name, model_family)),
+                               model_channels=shape[0], model_family=model_family,
+                               allow_other_families=True)
         if plan.reason:
             raise ApiError(404 if "no preset" in plan.reason else 422, plan.reason)
         if settings.reference is not None:

@@ -11,6 +11,7 @@ import argparse
 import importlib
 import io
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,6 +22,7 @@ import torch
 from .files import atomic_write, check_new_file, check_writable_folder, printable
 from .fitting import fit
 from .generation import LeakPlan, plan_generation, resolve_reference
+from .image_source import is_url, open_image_source
 from .limits import MAX_PREVIEW_PIXELS
 from .lowfreq import LowFreqError, decode_reference, reference_hash
 from .paper_import import import_paper_dir
@@ -234,11 +236,13 @@ def family_from_vae_config(scaling_factor: float, latent_channels: int) -> str:
 
 def _check_fit_paths(args: argparse.Namespace) -> Path:
     folder = Path(args.folder)
-    if not folder.is_dir():
+    archive = is_url(args.folder) or args.folder.lower().endswith(".zip")
+    if not archive and not folder.is_dir():  # archives are checked when opened
         raise CliError(f"image folder {printable(folder)} "
                        f"{'is not a folder' if folder.exists() else 'does not exist'}")
     try:
-        next(iter(folder.iterdir()), None)
+        if not archive:
+            next(iter(folder.iterdir()), None)
     except OSError as exc:
         raise CliError(f"cannot read image folder {printable(folder)}: "
                        f"{exc.strerror or exc}") from None
@@ -267,9 +271,22 @@ def cmd_fit(args: argparse.Namespace) -> int:
             last[0] = time.perf_counter()
             line.show(f"  {done}/{total} images")
 
-    result = fit(args.folder, encode, args.kind, args.n_components, size=args.size,
-                 crop=args.crop, recursive=args.recursive, batch_size=args.batch_size,
-                 device=args.device, progress=progress, description=args.description, **meta)
+    def source_progress(phase: str, done: int, total: int | None) -> None:
+        if time.perf_counter() - last[0] > 1.0 or done == total:
+            last[0] = time.perf_counter()
+            unit = f"{done / 2**20:.1f}/{(total or 0) / 2**20:.1f} MiB" if phase == "download" \
+                else f"{done}/{total} files"
+            line.show(f"  {phase}: {unit}")
+
+    source = open_image_source(args.folder, tempfile.gettempdir(), progress=source_progress)
+    with source as folder:
+        archive = source.kind != "folder"
+        if archive:
+            meta.setdefault("source", Path(source.label).stem)
+        result = fit(folder, encode, args.kind, args.n_components, size=args.size,
+                     crop=args.crop, recursive=args.recursive or archive,
+                     batch_size=args.batch_size, device=args.device, progress=progress,
+                     description=args.description, **meta)
     line.end()
     for skip in result.skipped:
         print(f"  skipped {printable(skip.path)}: {printable(skip.reason)}")

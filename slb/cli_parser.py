@@ -123,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cli.cmd_preview)
 
     p = sub.add_parser("fit", help="fit a preset from an image folder with your own encoder")
-    p.add_argument("folder", help="image folder")
+    p.add_argument("folder", help="image folder, a .zip of images, or an http(s) URL of one "
+                   "(downloaded and extracted to a temporary folder, removed afterwards)")
     p.add_argument("name", help="name of the new preset")
     _add_encoder_options(p, fit=True)
     p.add_argument("--kind", choices=("pixel", "dct+pixel"), default="dct+pixel")

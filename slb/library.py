@@ -101,6 +101,13 @@ class PresetLibrary:
     def broken(self) -> list[PresetEntry]:
         return [e for e in self.entries() if not e.usable]
 
+    def resolve(self, name: str, family: str) -> str:
+        """The file name a preset name means for a model of ``family``: ``X-<family>`` when
+        that preset exists (``natural`` -> ``natural-sdxl`` on an SDXL model), else ``X``."""
+        names = {e.name for e in self.entries()}
+        specific = f"{name}-{family}"
+        return specific if specific in names else name
+
     def get(self, name: str) -> Preset:
         """The usable preset called ``name``; :class:`PresetError` says why not otherwise."""
         for entry in self.entries():
