@@ -138,7 +138,8 @@ def make_fit_button(presets: Presets):  # noqa: ANN201
             return gr.update(), f"<span class='error'>{message}</span>"
         except FitInterrupted:
             return gr.update(), "Stopped: nothing was saved."
-        return gr.update(choices=presets.choices(), value=req.name), summary_html(result, path)
+        return (gr.update(choices=presets.dropdown_choices(), value=req.name),
+                summary_html(result, path))
 
     return fit_button
 
@@ -158,7 +159,7 @@ def make_natural_button(presets: Presets):  # noqa: ANN201
             return gr.update(), f"<span class='error'>{message}</span>"
         except FitInterrupted:
             return gr.update(), "Stopped: nothing was saved."
-        return (gr.update(choices=presets.choices(), value="natural"),
+        return (gr.update(choices=presets.dropdown_choices(), value="natural"),
                 f"{summary_html(result, path)}<br>Selected <b>natural</b>: it resolves to "
                 f"{html.escape(path.stem)} for this model family.")
 

@@ -149,7 +149,8 @@ class LeakHooks:
     # --- reporting -------------------------------------------------------------------------------
     def not_applied(self, p: object, plan: LeakPlan, reason: str) -> None:
         """No leak for this generation: say why in the infotext, and once on the console."""
-        p.extra_generation_params.update(plan.infotext(reason))
+        remove_entries(p.extra_generation_params)  # hash, strength ... were written for an
+        p.extra_generation_params.update(plan.infotext(reason))  # applied leak (DESIGN 7.4)
         if not getattr(p, "_slb_reported", False):
             _console(f"not applied: {reason}")
             p._slb_reported = True

@@ -9,7 +9,7 @@ from pathlib import Path
 from slb.generation import LeakPlan, plan_generation
 from slb.library import PresetLibrary
 from slb.preset import Preset, PresetError
-from slb.settings import MANUAL, LeakSettings
+from slb.settings import MANUAL, LeakSettings, mark_refused
 
 from .host import A1111Host
 
@@ -35,6 +35,24 @@ class Presets:
         every usable preset."""
         names = [e.name for e in self.library().usable()]
         return [MANUAL, NATURAL, *(n for n in names if n != NATURAL)]
+
+    def problem(self, name: str, sd_model: object = None) -> str:
+        """Why preset ``name`` would not be applied to the loaded model, or ``""``."""
+        if name in (MANUAL, ""):
+            return ""
+        sd_model = sd_model if sd_model is not None else self.host.sd_model()
+        return self.plan(LeakSettings(enabled=True, preset=name), sd_model).reason
+
+    def dropdown_choices(self) -> list[str]:
+        """The dropdown's entries: presets the loaded model would refuse are marked (Gradio
+        3.41's dropdown shows its values, so the mark is part of the value; the settings
+        parser strips it, see ``slb.settings.choice_name``)."""
+        try:
+            sd_model = self.host.sd_model()
+        except Exception:  # no model loaded yet: nothing to check against
+            return self.choices()
+        return [mark_refused(name) if name != NATURAL and self.problem(name, sd_model)
+                else name for name in self.choices()]
 
     def find(self, name: str, family: str) -> Preset:
         """The preset ``name`` means for ``family`` (``X`` -> ``X-<family>`` when it exists);
@@ -73,6 +91,10 @@ class Presets:
             if entry is not None:
                 lines.append(f"<b>{html.escape(name)}</b>: "
                              f"{html.escape(entry.preset.summary())}")
+                problem = self.problem(name)
+                if problem:
+                    lines.append(f"<span style='color:var(--error-text-color,#c00)'>\u26a0 not "
+                                 f"applied to this model: {html.escape(problem)}</span>")
             else:
                 lines.append(f"<span style='color:var(--error-text-color,#c00)'>no usable "
                              f"preset named {html.escape(name)}</span>")

@@ -9,6 +9,9 @@ calls only.
 from __future__ import annotations
 
 import html
+import math
+import os
+import random
 
 import gradio as gr
 import torch
@@ -16,9 +19,11 @@ from modules import call_queue, shared
 from modules.ui_components import InputAccordion, ToolButton
 
 from slb import preview as slb_preview
+from slb.dct import lf_coefficients, lf_image, lowfreq_basis, lowfreq_coords
 from slb.files import printable
+from slb.generation import resolve_reference
 from slb.infotext import paste_value
-from slb.lowfreq import LowFreqError, colour_means
+from slb.lowfreq import LowFreqError, colour_means, reference_hash
 from slb.mixing import StartConvention, vp_target
 from slb.preset import PresetError
 from slb.settings import ARG_NAMES, MANUAL, MAX_CHANNELS, SettingsError, settings_from_args
@@ -36,8 +41,18 @@ CHANNEL_HINTS = ("brightness", "colour axis 1", "colour axis 2", "pattern / cont
 SD_SIGMA_MAX = 14.6146  # the SD schedule's largest sigma, for the preview's start tiles
 
 
+def _lowfreq_view(start: torch.Tensor, abar: float) -> torch.Tensor:
+    """What the model reads at the first step: the start's lowest frequencies (DCT radius
+    <= 2), divided by sqrt(abar) so they are in the units of a clean latent."""
+    _, _, h, w = start.shape
+    basis = lowfreq_basis(lowfreq_coords(6, h, w), h, w)
+    return lf_image(lf_coefficients(start, basis), basis, h, w) / math.sqrt(abar)
+
+
 def make_preview(hooks: LeakHooks):  # noqa: ANN201
-    """The Preview handler: leak | plain start | start with the leak, for the image seed."""
+    """The Preview handler, for the image seed (a random one when it is -1, and it says
+    which): the leak, then what the model sees of the start's low frequencies without and
+    with the leak (brightness, colour cast, gradients), decoded the cheap way."""
     host, presets = hooks.host, hooks.presets
 
     def preview(image_seed, width, height, *leak_args):  # noqa: ANN001, ANN202
@@ -47,23 +62,45 @@ def make_preview(hooks: LeakHooks):  # noqa: ANN201
             plan = presets.plan(settings, sd_model)
             if plan.reason:
                 return None, html.escape(plan.reason)
+            w, h = int(width or 512), int(height or 512)
+            if plan.settings.reference is not None:
+                latent = host.encode_image(plan.settings.reference, w, h, sd_model)
+                plan = resolve_reference(plan, latent, reference_hash(plan.settings.reference))
             channels = host.latent_channels(sd_model)
-            seed = int(image_seed) if image_seed is not None and int(image_seed) >= 0 else 0
-            shape = (channels, max(int(height or 512) // 8, 1), max(int(width or 512) // 8, 1))
+            seed = int(image_seed) if image_seed is not None and int(image_seed) >= 0 else -1
+            drawn = seed < 0
+            if drawn:
+                seed = random.randrange(2**32)
+            shape = (channels, max(h // 8, 1), max(w // 8, 1))
             leak = hooks.engine.draw(plan, shape, torch.device("cpu"), [seed])
             noise = torch.randn((1, *shape), generator=torch.Generator().manual_seed(seed))
             conv = StartConvention.ve(SD_SIGMA_MAX)
-            plain = vp_target(noise, leak, conv, 0.0)
-            start = vp_target(noise, leak, conv, settings.strength)
+            plain = _lowfreq_view(vp_target(noise, leak, conv, 0.0), conv.abar)
+            start = _lowfreq_view(vp_target(noise, leak, conv, settings.strength), conv.abar)
             family = host.model_family(sd_model)
             tiles = [host.decode_cheap(t, family) for t in (leak * settings.strength, plain, start)]
-            note = (f"Seed {seed}: leak L, the plain start, and the start with the leak "
-                    f"(VP form, sqrt(abar)={conv.leak_weight:.3f}).")
+            which = f"random seed {seed} (the image seed is -1)" if drawn else f"seed {seed}"
+            note = (f"{which}. <b>1</b> the leak; <b>2</b> the low frequencies the model reads "
+                    "from a plain noise start; <b>3</b> the same with the leak: the change "
+                    "from 2 to 3 is the brightness, colour and layout the leak brings "
+                    f"(divided by sqrt(abar) = {conv.leak_weight:.3f}, decoded with the cheap "
+                    "approximation).")
+            if plan.predicted_colour:
+                note += f" Colour target predicts {plan.predicted_colour}."
             return slb_preview.side_by_side(tiles), note
         except (SettingsError, PresetError, ValueError, OverflowError) as exc:
             return None, html.escape(printable(exc))
 
     return preview
+
+
+def mark_as_ours(root: object, source: str) -> None:
+    """Give every component under ``root`` the host's per-script key prefix, so the WebUI's
+    ui-config.json stores our defaults under ``customscript/<file>/...`` and never under a
+    bare ``txt2img/<label>`` key that a host control (its own "Batch size") shares."""
+    for child in getattr(root, "children", None) or []:
+        child.custom_script_source = source
+        mark_as_ours(child, source)
 
 
 def make_colour_preview(hooks: LeakHooks):  # noqa: ANN201
@@ -99,8 +136,8 @@ def build(script: object, hooks: LeakHooks, host_components: dict) -> list:
     elem_id = script.elem_id
     with InputAccordion(False, label=TITLE, elem_id=elem_id("enabled")) as enabled:
         with gr.Row():
-            preset = gr.Dropdown(label="Preset", choices=presets.choices(), value=MANUAL,
-                                 elem_id=elem_id("preset"))
+            preset = gr.Dropdown(label="Preset", choices=presets.dropdown_choices(),
+                                 value=MANUAL, elem_id=elem_id("preset"))
             refresh = ToolButton(value="\U0001f504", elem_id=elem_id("refresh"))
         summary = gr.HTML(value=presets.summary(MANUAL), elem_id=elem_id("summary"))
         with gr.Row():
@@ -143,8 +180,9 @@ def build(script: object, hooks: LeakHooks, host_components: dict) -> list:
                                  elem_id=elem_id("reference"))
         with gr.Accordion("Preview", open=False):
             preview_btn = gr.Button("Preview leak", elem_id=elem_id("preview"))
-            preview_img = gr.Image(label="Leak | plain start | start with leak",
-                                   interactive=False, type="pil")
+            preview_img = gr.Image(label="1 leak | 2 plain start, low frequencies | 3 start "
+                                   "with the leak, low frequencies", interactive=False,
+                                   type="pil")
             preview_note = gr.HTML()
         with gr.Accordion("Fit a preset", open=False):
             folder = gr.Textbox(label="Image folder, .zip or http(s) URL of a .zip (on the "
@@ -176,9 +214,12 @@ def build(script: object, hooks: LeakHooks, host_components: dict) -> list:
 
     leak_controls = [preset, strength, lf, *mean_controls, seed, *gradient_controls,
                      fix_colour, colour, reference]
+    mark_as_ours(getattr(enabled, "accordion", enabled),
+                 os.path.basename(getattr(script, "filename", None) or "signal_leak_bias.py"))
     controls = [enabled, *leak_controls]
 
-    refresh.click(fn=lambda name: (gr.update(choices=presets.choices()), presets.summary(name)),
+    refresh.click(fn=lambda name: (gr.update(choices=presets.dropdown_choices()),
+                                   presets.summary(name)),
                   inputs=[preset], outputs=[preset, summary])
     preset.change(fn=presets.summary, inputs=[preset], outputs=[summary])
     fit_btn.click(fn=call_queue.wrap_gradio_gpu_call(make_fit_button(presets),

@@ -200,11 +200,28 @@ def _as_seed(value: object) -> int:
     return number
 
 
+REFUSED_MARK = ("\u26a0 ", " (not for this model)")
+
+
+def mark_refused(name: str) -> str:
+    """A dropdown entry for a preset the loaded model would refuse."""
+    return f"{REFUSED_MARK[0]}{name}{REFUSED_MARK[1]}"
+
+
+def choice_name(value: str) -> str:
+    """The preset name of a dropdown entry (see :func:`mark_refused`)."""
+    head, tail = REFUSED_MARK
+    if value.startswith(head) and value.endswith(tail):
+        return value[len(head):-len(tail)]
+    return value
+
+
 def _as_preset(value: object) -> str:
     if value is None:
         return MANUAL
     if not isinstance(value, str):
         raise SettingsError(f"preset must be a name (string), got {value!r}")
+    value = choice_name(value)
     return MANUAL if value.strip().lower() in ("", "manual", MANUAL) else value
 
 

@@ -66,7 +66,7 @@ def test_ui_builds_in_real_blocks_with_documented_arg_order(ui_host, tab):
     labels = [a.label for a in script.api_info.args]
     assert labels[0] == TITLE and labels[1] == "Preset" and len(labels) == 32
     choices = controls[1].choices
-    names = [c[0] if isinstance(c, tuple) else c for c in choices]
+    names = [c[1] if isinstance(c, (tuple, list)) else c for c in choices]
     assert names[0] == MANUAL and "natural" in names and "broken" not in names
     assert len(script.infotext_fields) == 32
     assert kinds[13:29] == ["Checkbox", "Slider"] * 8
@@ -88,7 +88,7 @@ def test_preview_returns_an_image(ui_host):
     mod = _module(ui_host)
     preview = mod.ui.make_preview(mod.HOOKS)
     img, note = preview(5, 64, 64, "natural", 1.0, "sampled", *[False, 0.0] * 4, -1)
-    assert img is not None and img.width > img.height and "Seed 5" in note
+    assert img is not None and img.width > img.height and "seed 5." in note
     img, note = preview(5, 64, 64, "missing", 1.0, "sampled", *[False, 0.0] * 4, -1)
     assert img is None and "missing" in note
 

@@ -51,7 +51,7 @@ def test_ui_builds_in_gradio_4_with_the_documented_arg_order(g4_host, tab):
     assert kinds[1:4] == ["Dropdown", "Slider", "Radio"]
     assert kinds[4:12] == ["Checkbox", "Slider"] * 4 and kinds[12] == "Number"
     assert controls[2].minimum == 0 and controls[2].maximum == 2
-    names = [c[0] if isinstance(c, tuple) else c for c in controls[1].choices]
+    names = [c[1] if isinstance(c, (tuple, list)) else c for c in controls[1].choices]
     assert names[0] == MANUAL and "natural" in names and "broken" not in names
     assert len(script.infotext_fields) == 32
     assert kinds[13:29] == ["Checkbox", "Slider"] * 8
