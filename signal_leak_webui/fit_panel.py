@@ -39,13 +39,14 @@ def _check_folder(req: FitRequest) -> None:
 
 
 def natural_request(presets: Presets, req: FitRequest) -> FitRequest:
-    """The one-click natural-image preset: dct+pixel n=3 at the model's native size, named
-    natural-<family>, from the Settings URL unless a source is given."""
+    """The one-click natural-image preset: dct+pixel n=3 at the model's native size (unless
+    the request names a resolution), named natural-<family>, from the Settings URL unless a
+    source is given."""
     host = presets.host
     family = host.model_family(host.sd_model())
     source = req.folder or str(host.option(OPT_NATURAL_URL, NATURAL_URL) or NATURAL_URL)
     return replace(req, folder=source, name=req.name or f"natural-{family}", kind="dct+pixel",
-                   n_components=3, resolution=None, recursive=True)
+                   n_components=3, recursive=True)
 
 
 def run_fit(presets: Presets, req: FitRequest, progress=None) -> tuple[FitResult, Path]:  # noqa: ANN001

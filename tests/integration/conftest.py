@@ -6,6 +6,7 @@ Without either the tests are reported as skipped, with the reason; with one they
 ``webui`` marker, which the project's pytest config deselects unless ``-m webui`` is given.
 
 The ``webui_server`` session fixture builds a tiny random-weight checkpoint and tokenizer
+(on A1111 also tiny SDXL, SDXL-refiner and SD 2.x-v checkpoints: tiny_families.py)
 in a temporary folder, lays out a separate ``--data-dir`` (the user's WebUI folders are not
 written to) with the extension and the test probe (``probe_extension/``) linked into its
 ``extensions/``, starts the API server on a free 127.0.0.1 port, waits for it, yields its
@@ -26,6 +27,7 @@ Environment:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -40,7 +42,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from slb_webui import BROKEN_PRESET, FORGE, HOST, TEST_PRESETS, import_slb
+from slb_webui import BROKEN_PRESET, FORGE, HOST, SD1_CHECKPOINT, TEST_PRESETS, import_slb
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parents[1]
@@ -286,6 +288,10 @@ class WebUISetup:
         self.model_dir = self.data_dir / "models" / "Stable-diffusion"
         self.checkpoint = self.model_dir / "tiny.safetensors"
         self.config = self.model_dir / "tiny.yaml"  # A1111 only
+        # A1111 only: tiny_families.py writes the SDXL, SDXL-refiner and SD 2.x-v checkpoints
+        # (each with its yaml) here too, and open-clip configs for their small OpenCLIP text
+        # encoders into this folder (registered in the WebUI process by the probe)
+        self.open_clip_configs = self.model_dir / "open_clip"
         self.extension_dir = REPO_ROOT
 
 
@@ -325,7 +331,11 @@ def webui_setup(tmp_path_factory: pytest.TempPathFactory) -> WebUISetup:
     # the test probe (inactive unless a request names a folder); sorts after the extension
     probe = setup.data_dir / "extensions" / PROBE_NAME
     probe.symlink_to(HERE / "probe_extension", target_is_directory=True)
-    (setup.data_dir / "config.json").write_text(json.dumps(WEBUI_SETTINGS, indent=2))
+    settings = dict(WEBUI_SETTINGS)
+    if not FORGE:  # several checkpoints: start with the SD 1.x one
+        settings["sd_model_checkpoint"] = SD1_CHECKPOINT
+        env["SLB_TEST_OPEN_CLIP_CONFIGS"] = str(setup.open_clip_configs)
+    (setup.data_dir / "config.json").write_text(json.dumps(settings, indent=2))
 
     # The tiny model is built by the WebUI's interpreter (it has torch, safetensors and
     # open-clip-torch's BPE file), so pytest's own interpreter needs none of them. Forge
@@ -345,19 +355,39 @@ def webui_setup(tmp_path_factory: pytest.TempPathFactory) -> WebUISetup:
     )
     if build.returncode != 0:
         pytest.fail(f"building the tiny model failed:\n{build.stdout}\n{build.stderr}")
+    if not FORGE:
+        # the tiny SDXL and SD 2.x-v models, from sgm's and ldm's own classes (about 10 s)
+        build = subprocess.run(
+            [setup.python, str(HERE / "tiny_families.py"), str(webui_dir), str(setup.model_dir)],
+            env=env, capture_output=True, text=True, timeout=600,
+        )
+        if build.returncode != 0:
+            pytest.fail(f"building the tiny SDXL/SD2 models failed:\n{build.stdout}\n"
+                        f"{build.stderr}")
     return setup
 
 
 @pytest.fixture(scope="session")
 def webui_server(webui_setup: WebUISetup) -> Iterator[WebUI]:
     """Starts the WebUI API on a free 127.0.0.1 port; yields its base URL (a WebUI str)."""
-    setup = webui_setup
+    with start_server(webui_setup) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def start_server(setup: WebUISetup, ui: bool = False) -> Iterator[WebUI]:
+    """Starts the host on a free 127.0.0.1 port, API only (``--nowebui``) or, with ``ui``,
+    its web UI and the API (``--api``; tests/browser); yields its base URL (a WebUI str) and
+    always stops its process group."""
+    flags = FORGE_FLAGS if setup.forge else WEBUI_FLAGS
+    if ui:
+        flags = [flag for flag in flags if flag != "--nowebui"] + ["--api"]
     port = free_port()
     log_path = setup.root / "webui.log"
     command = [
         setup.python,
         "launch.py",
-        *(FORGE_FLAGS if setup.forge else WEBUI_FLAGS),
+        *flags,
         "--server-name",
         "127.0.0.1",
         "--port",

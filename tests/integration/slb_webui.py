@@ -42,6 +42,13 @@ TEST_PRESETS = {
 }
 BROKEN_PRESET = "test-broken"  # not a safetensors file: listed as unusable, with the reason
 
+# Checkpoints the suite builds into models/Stable-diffusion (conftest.py). A1111 gets all
+# four; Forge only the SD 1.x one (forge_tiny_model.py).
+SD1_CHECKPOINT = "tiny.safetensors"
+SDXL_CHECKPOINT = "tiny-sdxl.safetensors"
+SDXL_REFINER_CHECKPOINT = "tiny-sdxl-refiner.safetensors"
+SD2V_CHECKPOINT = "tiny-sd2v.safetensors"
+
 # Options whose value changes what a request produces (see the module docstring). Forge
 # (dfdcbab6) has every one of them under the same name (modules/shared_options.py).
 SETTINGS = {
@@ -58,7 +65,12 @@ SETTINGS = {
     "samples_save": False,
     "grid_save": False,
     "enable_pnginfo": True,
+    "sd_noise_schedule": "Default",  # "Zero Terminal SNR" changes every start
 }
+if not FORGE:
+    # A1111 has several test checkpoints: every request names the one it runs on (A1111
+    # loads it before the job, A:modules/processing.py:828-836); family tests override it
+    SETTINGS["sd_model_checkpoint"] = SD1_CHECKPOINT
 
 
 def txt2img_request(leak: object = None, *, settings: dict | None = None, **fields: object
@@ -175,6 +187,19 @@ def load_probe(folder: Path, name: str) -> np.ndarray:
     written = sorted(p.name for p in path.parent.iterdir())
     assert path.is_file(), f"the probe wrote no {path.name}; it wrote {written}"
     return np.load(path)
+
+
+def probe_calls(folder: Path) -> list[str]:
+    """The probe's ``process_before_every_sampling`` calls, in order (``"<pass> <i>"``)."""
+    path = Path(folder) / "calls.txt"
+    return path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+
+
+def sample_leak(server, preset: str, seed: int, shape=(4, LATENT, LATENT)) -> np.ndarray:
+    """The leak of ``preset`` for ``seed`` from our /sample route (strength 1)."""
+    answer = server.post("/signal-leak/v1/sample", {"preset": preset, "shape": list(shape),
+                                                     "seed": seed, "format": "npy"})
+    return np.load(io.BytesIO(base64.b64decode(answer["data"])))
 
 
 def fit_start(start: np.ndarray, leak: np.ndarray, noise: np.ndarray) -> tuple[float, float,

@@ -59,8 +59,8 @@ def test_sample_route(webui_server, presets):
     assert status == 404 and "no preset named 'no-such-preset'" in answer["detail"]
     status, answer = sample(preset="test-sd1", shape=[4, 8])
     assert status == 422 and "shape" in answer["detail"]
-    status, answer = sample(preset="test-sd1", shape=[4, 8, 8], colour="red")
-    assert status == 422 and "unknown key(s) 'colour'" in answer["detail"]
+    status, answer = sample(preset="test-sd1", shape=[4, 8, 8], flavour="red")
+    assert status == 422 and "unknown key(s) 'flavour'" in answer["detail"]
 
 
 def write_images(server, folder, count: int) -> None:

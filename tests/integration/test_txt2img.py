@@ -7,14 +7,10 @@ between the two requests; byte equality is asserted where everything should be t
 
 from __future__ import annotations
 
-import base64
-import io
-
 import numpy as np
 import pytest
 from slb_webui import (
     FORGE,
-    LATENT,
     MANUAL,
     SD_SIGMA_MAX,
     SEED,
@@ -24,6 +20,7 @@ from slb_webui import (
     infotexts,
     load_probe,
     pixels,
+    sample_leak,
     sd_alphas_cumprod,
     txt2img_request,
     with_probe,
@@ -35,13 +32,6 @@ FULL = {"preset": "test-sd1", "strength": 0.75, "lf": "zero", "means": {"0": 1.5
 # fix_mean_0, mean_0, ..., fix_mean_3, mean_3, seed
 FULL_POSITIONAL = [True, "test-sd1", 0.75, "zero", True, 1.5, False, 0.0, True, -0.5, False,
                    0.0, 77]
-
-
-def sample_leak(server, preset: str, seed: int, shape=(4, LATENT, LATENT)) -> np.ndarray:
-    """The leak of ``preset`` for ``seed`` from our /sample route (strength 1)."""
-    answer = server.post("/signal-leak/v1/sample", {"preset": preset, "shape": list(shape),
-                                                     "seed": seed, "format": "npy"})
-    return np.load(io.BytesIO(base64.b64decode(answer["data"])))
 
 
 def test_leak_changes_the_image_and_same_settings_repeat_exactly(webui_server, presets):

@@ -15,8 +15,15 @@ Then it writes float32 ``.npy`` files there:
   modules/processing.py:1383-1385, 1528-1530, 1861-1863), so the probe saves it. A1111
   has no ``modified_noise``;
 - ``samples_<i>``: the latents ``post_sample`` receives (after the host's mask blend);
+- ``calls.txt``: one line ``<pass> <i>`` per ``process_before_every_sampling`` call (so a
+  test can tell how often the hook ran, e.g. not again at an SDXL refiner switch);
 
 ``<i>`` is the batch iteration (``p.iteration``).
+
+At import it also registers the suite's small open-clip model configs with open-clip when
+``SLB_TEST_OPEN_CLIP_CONFIGS`` names their folder (``tiny_families.py``): the tiny SDXL and
+SD 2.x checkpoints use those architectures, and open-clip builds only the ones it knows.
+Scripts load before the WebUI loads its first model (A:modules/initialize.py:111, 156).
 """
 
 import os
@@ -25,6 +32,11 @@ import gradio as gr
 import numpy as np
 import torch
 from modules import scripts
+
+if os.environ.get("SLB_TEST_OPEN_CLIP_CONFIGS"):
+    import open_clip
+
+    open_clip.add_model_config(os.environ["SLB_TEST_OPEN_CLIP_CONFIGS"])
 
 
 def _save(folder, name, tensor):
@@ -67,6 +79,8 @@ class SlbProbe(scripts.Script):
         if not folder:
             return
         stage = "hr" if getattr(p, "is_hr_pass", False) else "first"
+        with open(os.path.join(folder, "calls.txt"), "a", encoding="utf-8") as calls:
+            calls.write(f"{stage} {p.iteration}\n")
         _save(folder, f"noise_{stage}_{p.iteration}", _sampler_noise(p, kwargs))
         if self.is_img2img:
             _save(folder, f"init_after_{p.iteration}", getattr(p, "init_latent", None))

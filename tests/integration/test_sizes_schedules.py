@@ -1,0 +1,86 @@
+"""The tiny SD 1.x model at non-square sizes (resolution transfer of a square preset) and
+with the "Zero Terminal SNR" noise schedule (a first level without signal: no effect)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from slb_webui import (
+    SD_SIGMA_MAX,
+    SEED,
+    fit_start,
+    infotexts,
+    load_probe,
+    pixels,
+    probe_calls,
+    sample_leak,
+    sd_alphas_cumprod,
+    txt2img_request,
+    with_probe,
+)
+
+DDIM_T0 = 751  # first timestep of DDIM at 4 steps (HOST-NOTES 3)
+
+
+@pytest.mark.parametrize("sampler", ["Euler", "DDIM"])
+@pytest.mark.parametrize(("width", "height"), [(64, 96), (96, 64)])
+def test_non_square_start_transfers_a_square_preset(webui_server, presets, probe, width,
+                                                    height, sampler):
+    """``test-sd1`` was fitted at 64x64 (an 8x8 latent); at 64x96 and 96x64 the sampler gets
+    DESIGN 6's start with the leak that /sample draws at ``[4, H/8, W/8]`` (DESIGN 5
+    resolution transfer)."""
+    shape = (4, height // 8, width // 8)
+    starts, answers = {}, {}
+    for name, leak in (("plain", None), ("leak", {"preset": "test-sd1"})):
+        folder = probe(name)
+        answers[name] = webui_server.post("/sdapi/v1/txt2img", with_probe(txt2img_request(
+            leak, width=width, height=height, sampler_name=sampler, steps=4), folder))
+        starts[name] = load_probe(folder, "noise_first_0")[0]
+    assert starts["leak"].shape == shape
+    assert pixels(answers["leak"]).shape == (height, width, 3)
+    text = infotexts(answers["leak"])[0]
+    assert "Signal leak: test-sd1," in text and "not applied" not in text, text
+    assert not np.array_equal(pixels(answers["leak"]), pixels(answers["plain"]))
+
+    leak = sample_leak(webui_server, "test-sd1", SEED, shape)
+    a, b, residual = fit_start(starts["leak"], leak, starts["plain"])
+    print(f"[{width}x{height} {sampler}] start = {a:.6f} * L + {b:.6f} * eps "
+          f"(residual {residual:.2e})")
+    assert residual < 1e-5
+    if sampler == "Euler":
+        assert b == pytest.approx(1.0, abs=1e-5)
+        assert 1.0 / a == pytest.approx(SD_SIGMA_MAX, rel=1e-4)
+    else:
+        abar = sd_alphas_cumprod()[DDIM_T0]
+        assert a == pytest.approx(abar**0.5, rel=1e-4)
+        assert b == pytest.approx((1.0 - abar) ** 0.5, rel=1e-4)
+
+
+@pytest.mark.parametrize("sampler", ["Euler", "UniPC"])
+def test_zero_terminal_snr_first_level_has_no_signal(webui_server, presets, probe, sampler):
+    """With "Noise schedule for sampling" = "Zero Terminal SNR" the schedule's last
+    cumulative alpha is ~4.9e-8 (A:modules/sd_models.py:628-644), so Euler starts at sigma
+    ~4519 and UniPC at t = 999: the leak's weight sqrt(abar) ~ 2e-4 carries nothing. The
+    extension says so ("not applied: no effect: ...") and hands the sampler the host's
+    noise unchanged."""
+    settings = {"sd_noise_schedule": "Zero Terminal SNR"}
+    runs = {}
+    for name, leak in (("plain", None), ("leak", {"preset": "test-sd1"})):
+        folder = probe(name)
+        answer = webui_server.post("/sdapi/v1/txt2img", with_probe(txt2img_request(
+            leak, settings=settings, sampler_name=sampler, steps=4), folder))
+        runs[name] = (answer, load_probe(folder, "noise_first_0"))
+        assert probe_calls(folder) == ["first 0"]
+    text = infotexts(runs["leak"][0])[0]
+    print(f"[ZTSNR {sampler}] {text.splitlines()[-1]}")
+    assert 'Signal leak: "test-sd1 (not applied: no effect: ' in text, text
+    assert "Noise Schedule: Zero Terminal SNR" in text, text
+    assert np.array_equal(runs["leak"][1], runs["plain"][1]), "the noise was changed"
+    assert np.array_equal(pixels(runs["leak"][0]), pixels(runs["plain"][0]))
+    assert "[Signal Leak Bias] not applied: no effect: " in webui_server.log_text()
+    # with the default schedule the same request is applied
+    default = webui_server.post("/sdapi/v1/txt2img", txt2img_request(
+        {"preset": "test-sd1"}, sampler_name=sampler, steps=4))
+    assert "not applied" not in infotexts(default)[0]
+    # DESIGN 7.4: hash and strength describe an applied leak only (as for a refused preset)
+    assert "Signal leak hash" not in text and "Signal leak strength" not in text, text
