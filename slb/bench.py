@@ -91,6 +91,12 @@ def try_encoder(device: torch.device | str = "cpu") -> torch.nn.Module:
     return BenchEncoder(16).to(device)
 
 
+def vae_sized_encoder(device: torch.device | str = "cpu") -> torch.nn.Module:
+    """The random-weight encoder with the SD VAE encoder's cost, for timing a CLI fit
+    (``--encoder slb.bench:vae_sized_encoder``)."""
+    return VaeLikeEncoder().to(device)
+
+
 def make_encoder(kind: str, width: int) -> torch.nn.Module:
     return VaeLikeEncoder() if kind == "vae" else BenchEncoder(width)
 

@@ -61,3 +61,42 @@ def test_one_click_natural_preset_then_natural_is_used(webui_server, presets, tm
     text = infotexts(used)[0]
     assert "Signal leak: natural," in text and f"Signal leak hash: {fitted['hash']}" in text
     assert not np.array_equal(pixels(used), pixels(plain))
+
+
+def test_one_click_coco128_at_native_size_timing(webui_server, presets, tmp_path):
+    """The paper's set: all of coco128 (the shared copy, zipped and served locally), one
+    click, at the model's native size (512 px for the tiny SD 1.x model). Prints the time."""
+    import os
+    from pathlib import Path
+
+    from slb_webui import import_slb
+
+    import_slb()
+    from slb.images import list_image_files
+
+    folder = next((Path(p) for p in (os.environ.get("SLB_COCO128", ""),
+                                      Path(__file__).resolve().parents[3] / "shared" / "data"
+                                      / "coco128") if p and Path(p).is_dir()), None)
+    if folder is None:
+        import pytest
+
+        pytest.skip("the coco128 images are not here (set SLB_COCO128)")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        for path in list_image_files(folder):
+            zf.write(path, f"coco128/images/train2017/{path.name}")
+    httpd = _serve(buf.getvalue())
+    try:
+        started = time.monotonic()
+        status, fitted = webui_server.request("/signal-leak/v1/fit", {
+            "natural": True, "overwrite": True,
+            "folder": f"http://127.0.0.1:{httpd.server_address[1]}/coco128.zip"})
+        seconds = time.monotonic() - started
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert status == 200, fitted
+    print(f"[natural] one-click coco128 ({fitted['images']} images, "
+          f"{len(buf.getvalue()) / 2**20:.1f} MiB) at 512 px with the tiny model: "
+          f"{seconds:.1f} s")
+    assert fitted["images"] >= 126 and fitted["image_size"] == [512, 512]
