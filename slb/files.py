@@ -12,10 +12,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 
 class FileRefused(ValueError):
@@ -106,31 +109,43 @@ def atomic_write(path: str | os.PathLike, data: bytes, overwrite: bool = False,
     return path
 
 
-def read_regular_file(path: str | os.PathLike, max_bytes: int) -> bytes:
-    """The bytes of a regular file of at most ``max_bytes``; :class:`FileRefused` otherwise
-    (FIFOs and devices are refused without reading from them)."""
-    path = Path(path)
+@contextlib.contextmanager
+def open_regular_file(path: str | os.PathLike, max_bytes: int) -> Iterator[tuple[BinaryIO, int]]:
+    """Open a regular file of at most ``max_bytes`` for reading: yields ``(file, size)``.
+
+    FIFOs, devices and folders are refused without being read (the type is checked before
+    opening, and again on the open file, which is opened non-blocking so a FIFO swapped in
+    between cannot hang). :class:`FileRefused` gives the reason without the file's name.
+    """
     try:
         st = os.stat(path)  # follows links: a link to /dev/zero is a character device
         if not stat.S_ISREG(st.st_mode):
-            raise FileRefused(f"{printable(path.name)} is {describe_mode(st.st_mode)}")
+            raise FileRefused(f"it is {describe_mode(st.st_mode)}")
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)
                      | getattr(os, "O_BINARY", 0))
     except OSError as exc:
-        raise FileRefused(f"cannot read {printable(path.name)}: {exc.strerror or exc}"
-                          ) from None
+        raise FileRefused(f"cannot read it ({exc.strerror or exc})") from None
     with os.fdopen(fd, "rb") as fh:
         st = os.fstat(fh.fileno())
         if not stat.S_ISREG(st.st_mode):
-            raise FileRefused(f"{printable(path.name)} is {describe_mode(st.st_mode)}")
+            raise FileRefused(f"it is {describe_mode(st.st_mode)}")
         if st.st_size > max_bytes:
-            raise FileRefused(f"{printable(path.name)} is {st.st_size / 2**20:.1f} MiB; at "
-                              f"most {max_bytes / 2**20:.0f} MiB are read")
-        try:
+            raise FileRefused(f"it is {st.st_size / 2**20:.1f} MiB; at most "
+                              f"{max_bytes / 2**20:.0f} MiB are read")
+        yield fh, st.st_size
+
+
+def read_regular_file(path: str | os.PathLike, max_bytes: int) -> bytes:
+    """The bytes of a regular file of at most ``max_bytes``; :class:`FileRefused` (naming
+    the file) otherwise."""
+    name = printable(Path(path).name)
+    try:
+        with open_regular_file(path, max_bytes) as (fh, _size):
             return fh.read(max_bytes + 1)[:max_bytes]
-        except OSError as exc:
-            raise FileRefused(f"cannot read {printable(path.name)}: {exc.strerror or exc}"
-                              ) from None
+    except FileRefused as exc:
+        raise FileRefused(f"{name}: {exc}") from None
+    except OSError as exc:
+        raise FileRefused(f"{name}: cannot read it ({exc.strerror or exc})") from None
 
 
 def printable(text: object) -> str:

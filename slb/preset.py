@@ -12,7 +12,6 @@ import json
 import math
 import os
 import re
-import stat
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ import torch
 
 from . import __version__
 from .dct import Coord
-from .files import ExistsError, atomic_write, describe_mode
+from .files import ExistsError, FileRefused, atomic_write, open_regular_file
 
 SLB_FORMAT = 1
 KINDS = ("pixel", "dct+pixel")
@@ -416,34 +415,20 @@ def read_preset_file(path: str | os.PathLike, max_bytes: int = MAX_PRESET_BYTES)
     is capped, and its header is parsed and checked against its metadata (declared tensor
     names, shapes, dtypes and sizes) before the tensor data is read.
     """
-    path = Path(path)
     try:
-        st = os.stat(path)  # follows links: a link to /dev/zero is a character device
-        if not stat.S_ISREG(st.st_mode):
-            raise PresetError(f"{describe_mode(st.st_mode)}, not a preset file")
-        # O_NONBLOCK: should the file be swapped for a FIFO after the check, open still
-        # returns at once and fstat below refuses it.
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
-    except OSError as exc:
-        raise PresetError(f"cannot read ({exc.strerror or exc})") from None
-    with os.fdopen(fd, "rb") as fh:
-        st = os.fstat(fh.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise PresetError(f"{describe_mode(st.st_mode)}, not a preset file")
-        if st.st_size > max_bytes:
-            raise PresetError(f"file is {st.st_size / 2**20:.0f} MiB; a preset is at most "
-                              f"{max_bytes // 2**20} MiB")
-        try:
+        with open_regular_file(path, max_bytes) as (fh, size):
             head = fh.read(8)
             if len(head) == 8:
                 (length,) = struct.unpack("<Q", head)
                 head += fh.read(min(length, MAX_HEADER_BYTES))
-            header, length = parse_header(head, st.st_size)
-            _check_declared_tensors(header, header_metadata(header), st.st_size - 8 - length)
-            data = head + fh.read(st.st_size - len(head))
-        except OSError as exc:
-            raise PresetError(f"cannot read ({exc.strerror or exc})") from None
-    if len(data) != st.st_size:
+            header, length = parse_header(head, size)
+            _check_declared_tensors(header, header_metadata(header), size - 8 - length)
+            data = head + fh.read(size - len(head))
+    except FileRefused as exc:
+        raise PresetError(str(exc)) from None
+    except OSError as exc:
+        raise PresetError(f"cannot read it ({exc.strerror or exc})") from None
+    if len(data) != size:
         raise PresetError("the file changed while it was read")
     return data
 

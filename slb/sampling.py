@@ -114,14 +114,18 @@ def normalize_means(means: Mapping[int | str, float] | None, channels: int) -> d
         ch = int(key)
         if not 0 <= ch < channels:
             raise ValueError(f"channel {ch} is out of range for a {channels}-channel latent")
-        try:
-            val = float(value)
-        except (TypeError, ValueError, OverflowError):
-            raise ValueError(f"mean for channel {ch} is not a number") from None
-        if not math.isfinite(val):
-            raise ValueError(f"mean for channel {ch} is not a finite number")
-        out[ch] = val
+        out[ch] = _finite(value, f"mean for channel {ch}")
     return out
+
+
+def _finite(value: object, what: str) -> float:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{what} is not a number") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{what} is not a finite number")
+    return number
 
 
 class LeakSampler:
@@ -354,11 +358,5 @@ def normalize_components(components: Mapping[tuple[int, int, int], float] | None
             raise ValueError(f"channel {ch} is out of range for a {c}-channel latent")
         if not (0 <= u < h and 0 <= v < w):
             raise ValueError(f"component ({u},{v}) does not fit a {h}x{w} latent")
-        try:
-            val = float(value)
-        except (TypeError, ValueError, OverflowError):
-            raise ValueError(f"component ({ch}:{u},{v}) is not a number") from None
-        if not math.isfinite(val):
-            raise ValueError(f"component ({ch}:{u},{v}) is not a finite number")
-        out[(ch, u, v)] = val
+        out[(ch, u, v)] = _finite(value, f"component ({ch}:{u},{v})")
     return out
