@@ -9,7 +9,7 @@ from pathlib import Path
 from slb.generation import LeakPlan, plan_generation
 from slb.library import PresetLibrary
 from slb.preset import Preset, PresetError
-from slb.settings import MANUAL, LeakSettings, mark_refused
+from slb.settings import MANUAL, LeakSettings, choice_name, mark_refused
 
 from .host import A1111Host
 
@@ -79,6 +79,7 @@ class Presets:
         """HTML: the chosen preset's summary line, then any unusable files with their reason."""
         entries = self.library().entries()  # one scan of the folders for both parts
         lines = []
+        name = choice_name(name or "")  # a marked dropdown entry means the preset itself
         if name == NATURAL:
             family = self.host.model_family(self.host.sd_model())
             name = self.library().resolve(NATURAL, family)

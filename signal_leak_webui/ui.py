@@ -77,14 +77,19 @@ def make_preview(hooks: LeakHooks):  # noqa: ANN201
             conv = StartConvention.ve(SD_SIGMA_MAX)
             plain = _lowfreq_view(vp_target(noise, leak, conv, 0.0), conv.abar)
             start = _lowfreq_view(vp_target(noise, leak, conv, settings.strength), conv.abar)
+            # one shared scale for tiles 2 and 3, so small latents (whose few LF pixels
+            # carry large noise values) do not saturate and the two stay comparable
+            shrink = max(1.0, float(torch.maximum(plain.abs().max(), start.abs().max())) / 2.0)
+            plain, start = plain / shrink, start / shrink
             family = host.model_family(sd_model)
             tiles = [host.decode_cheap(t, family) for t in (leak * settings.strength, plain, start)]
             which = f"random seed {seed} (the image seed is -1)" if drawn else f"seed {seed}"
             note = (f"{which}. <b>1</b> the leak; <b>2</b> the low frequencies the model reads "
                     "from a plain noise start; <b>3</b> the same with the leak: the change "
                     "from 2 to 3 is the brightness, colour and layout the leak brings "
-                    f"(divided by sqrt(abar) = {conv.leak_weight:.3f}, decoded with the cheap "
-                    "approximation).")
+                    f"(divided by sqrt(abar) = {conv.leak_weight:.3f}"
+                    + (f" and by {shrink:.1f} to fit" if shrink > 1 else "")
+                    + ", decoded with the cheap approximation).")
             if plan.predicted_colour:
                 note += f" Colour target predicts {plan.predicted_colour}."
             return slb_preview.side_by_side(tiles), note

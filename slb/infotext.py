@@ -73,7 +73,10 @@ def remove_entries(params: dict) -> None:
 
 def preset_from_entry(value: str) -> str:
     """The preset name in a ``Signal leak`` value (``manual`` -> the manual choice)."""
-    name = str(value).split(NOT_APPLIED, 1)[0].strip()
+    text = str(value).strip()
+    if text.startswith("not applied:"):  # settings that could not be read: no name
+        return MANUAL
+    name = text.split(NOT_APPLIED, 1)[0].strip()
     return MANUAL if name in ("manual", "") else name
 
 

@@ -86,6 +86,7 @@ def test_incompatible_presets_are_marked_before_any_generation(ui_host):
     mod = next(m for m in ui_host.modules if hasattr(m, "PRESETS"))
     summary = mod.PRESETS.summary("xl")
     assert "not applied to this model" in summary and "sdxl" in summary
+    assert mod.PRESETS.summary(mark_refused("xl")) == summary  # the dropdown's value
     assert "not applied" not in mod.PRESETS.summary("mine")
     # picking the marked entry means the preset itself (the mark never reaches a file name)
     assert choice_name(mark_refused("xl")) == "xl"
@@ -96,7 +97,7 @@ def test_preview_shows_the_effect_and_names_a_random_seed(ui_host):
     mod = next(m for m in ui_host.modules if hasattr(m, "PRESETS"))
     preview = mod.ui.make_preview(mod.HOOKS)
     rest = [*[False, 0.0] * 8, False, "#808080", None]
-    img, note = preview(-1, 64, 64, MANUAL, 1.0, "sampled", True, 2.0, *[False, 0.0] * 3, -1,
+    img, note = preview(-1, 256, 256, MANUAL, 1.0, "sampled", True, 2.0, *[False, 0.0] * 3, -1,
                         *rest)
     seed = int(re.search(r"random seed (\d+)", note)[1])
     assert img is not None and "the image seed is -1" in note
@@ -111,3 +112,12 @@ def test_preview_shows_the_effect_and_names_a_random_seed(ui_host):
     w = arr.shape[1]
     thirds = [arr[:, i * w // 3:(i + 1) * w // 3].mean() for i in range(3)]
     assert thirds[2] > thirds[1] + 10, thirds
+
+
+def test_pasting_a_not_applied_entry_without_a_name_selects_manual():
+    from slb.infotext import paste_value, preset_from_entry
+
+    entry = "not applied: unknown key(s) 'fix_mean_0'; allowed: enabled, preset"
+    assert preset_from_entry(entry) == MANUAL
+    assert paste_value({"Signal leak": entry}, "preset") == MANUAL
+    assert preset_from_entry("style (not applied: no effect)") == "style"

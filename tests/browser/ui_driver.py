@@ -1,0 +1,225 @@
+"""Driving AUTOMATIC1111's Gradio 3.41 UI the way a user does (not a test module).
+
+Element ids: the host's own (``txt2img_generate``, ``html_info_txt2img``, ...) and ours,
+``script_<tab>_signal_leak_bias_<name>`` (``script.elem_id``). Gradio 3's HTML component
+puts its elem_id on both its block and its inner ``.prose`` div, so HTML is read from the
+latter.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+OURS = re.compile(r"signal[_ -]?leak|\bslb\b", re.IGNORECASE)
+LONG = 120_000  # ms: generous for a 2-core machine
+SCREENSHOT_LIMIT = 150_000  # bytes per README screenshot
+
+
+def prefix(tab: str) -> str:
+    return f"script_{tab}_signal_leak_bias_"
+
+
+class UIPage:
+    """One loaded WebUI page; records its console messages into ``log``."""
+
+    def __init__(self, page, base_url: str, log: list[dict]) -> None:  # noqa: ANN001
+        self.page = page
+        self.base_url = base_url
+        self.log = log
+        page.set_default_timeout(LONG)
+        page.on("console", lambda m: log.append(
+            {"kind": m.type, "text": m.text, "where": _where(m)}))
+        page.on("pageerror", lambda e: log.append(
+            {"kind": "pageerror", "text": f"{e}\n{getattr(e, 'stack', '') or ''}", "where": ""}))
+        page.on("requestfailed", lambda r: log.append(
+            {"kind": "requestfailed", "text": f"{r.url}: {r.failure}", "where": r.url}))
+
+    # ------------------------------------------------------------------ navigation
+
+    def load(self) -> UIPage:
+        started = time.monotonic()
+        self.page.goto(self.base_url + "/", wait_until="domcontentloaded")
+        # the host's inputAccordion.js adds the header checkbox once the UI is set up
+        self.page.wait_for_selector(f"#{prefix('txt2img')}enabled-visible-checkbox",
+                                    state="attached")
+        self.page.wait_for_selector(f"#{prefix('img2img')}enabled-visible-checkbox",
+                                    state="attached")
+        self.load_seconds = time.monotonic() - started
+        return self
+
+    def tab(self, name: str) -> None:
+        """Switch to a top-level tab by its label (``txt2img``, ``img2img``, ``PNG Info``)."""
+        self.page.locator("#tabs > .tab-nav button", has_text=re.compile(
+            rf"^\s*{re.escape(name)}\s*$")).click()
+        self.page.wait_for_selector(f"#tab_{ {'PNG Info': 'pnginfo'}.get(name, name)}",
+                                    state="visible")
+
+    # ------------------------------------------------------------------ our accordion
+
+    def el(self, tab: str, name: str):  # noqa: ANN201
+        return self.page.locator(f"#{prefix(tab)}{name}")
+
+    def accordion(self, tab: str):  # noqa: ANN201
+        return self.el(tab, "enabled")
+
+    def header_checkbox(self, tab: str):  # noqa: ANN201
+        return self.el(tab, "enabled-visible-checkbox")
+
+    def open_accordion(self, tab: str) -> None:
+        """Open the accordion by its header (the host links opening and switching on)."""
+        if not self.header_checkbox(tab).is_checked():
+            self.accordion(tab).locator("> .label-wrap").click()
+        self.page.wait_for_function(
+            "id => document.getElementById(id).checked",
+            arg=f"{prefix(tab)}enabled-visible-checkbox")
+        self.el(tab, "preset").wait_for(state="visible")
+
+    def sub_accordion(self, tab: str, label: str):  # noqa: ANN201
+        """One of our sub-accordions ("Preview", "Fit a preset", "Low-frequency ...")."""
+        header = self.accordion(tab).locator(".gradio-accordion > .label-wrap",
+                                             has_text=re.compile(rf"^\s*{re.escape(label)}"))
+        return header.locator("xpath=..")
+
+    def open_sub_accordion(self, tab: str, label: str):  # noqa: ANN201
+        block = self.sub_accordion(tab, label)
+        header = block.locator("> .label-wrap")
+        if "open" not in (header.get_attribute("class") or ""):
+            header.click()
+        return block
+
+    def html(self, element_id: str) -> str:
+        """The text of a Gradio HTML component (its inner ``.prose`` div)."""
+        return self.page.locator(f".prose#{element_id}").inner_text()
+
+    def summary(self, tab: str) -> str:
+        return self.html(f"{prefix(tab)}summary")
+
+    def refresh_presets(self, tab: str) -> None:
+        self.el(tab, "refresh").click()
+        self.wait_idle()
+
+    def dropdown_choices(self, element) -> list[str]:  # noqa: ANN001
+        """The entries a user sees when opening a Gradio dropdown."""
+        element.locator("input").click()
+        items = element.locator("ul.options li")
+        items.first.wait_for(state="visible")
+        values = [li.get_attribute("data-value") for li in items.all()]
+        element.locator("input").press("Escape")
+        self.page.locator("body").click(position={"x": 1, "y": 1})
+        return values
+
+    def choose(self, element, value: str) -> None:  # noqa: ANN001
+        """Pick ``value`` in a Gradio dropdown by clicking its entry."""
+        element.locator("input").click()
+        quoted = json.dumps(value, ensure_ascii=False)
+        element.locator(f"ul.options li[data-value={quoted}]").click()
+        self.page.wait_for_function(
+            "([el, v]) => el.querySelector('input').value === v",
+            arg=[element.element_handle(), value])
+
+    def preset_value(self, tab: str) -> str:
+        return self.el(tab, "preset").locator("input").input_value()
+
+    def set_number(self, element, value: object) -> None:  # noqa: ANN001
+        """A slider's or number box's value, typed in as a user does."""
+        box = element.locator("input[type=number]")
+        if box.count() == 0:
+            box = element.locator("input")
+        box.first.fill(str(value))
+        box.first.press("Tab")
+
+    def number(self, element) -> float:  # noqa: ANN001
+        box = element.locator("input[type=number]")
+        if box.count() == 0:
+            box = element.locator("input")
+        return float(box.first.input_value())
+
+    def radio(self, tab: str, name: str, value: str) -> None:
+        self.el(tab, name).locator(f"input[type=radio][value='{value}']").check()
+
+    def radio_value(self, tab: str, name: str) -> str | None:
+        for box in self.el(tab, name).locator("input[type=radio]").all():
+            if box.is_checked():
+                return box.get_attribute("value")
+        return None
+
+    def checkbox(self, tab: str, name: str):  # noqa: ANN201
+        return self.el(tab, name).locator("input[type=checkbox]")
+
+    # ------------------------------------------------------------------ generating
+
+    def wait_idle(self) -> None:
+        """Wait until no Gradio event of the page is pending (a pending event's status
+        tracker shows a progress text or an ETA bar)."""
+        self.page.wait_for_timeout(200)
+        self.page.wait_for_function(
+            "() => !document.querySelector('.progress-text, .eta-bar, .progress-bar')")
+
+    def gallery_src(self, tab: str) -> str | None:
+        img = self.page.locator(f"#{tab}_gallery img")
+        return img.first.get_attribute("src") if img.count() else None
+
+    def generate(self, tab: str = "txt2img") -> tuple[np.ndarray, str]:
+        """Click Generate; wait for the new image; return its pixels and the info text
+        shown under the gallery."""
+        before = self.gallery_src(tab)
+        self.page.locator(f"#{tab}_generate").click()
+        self.page.wait_for_function(
+            "([sel, old]) => { const i = document.querySelector(sel);"
+            " return i && i.getAttribute('src') && i.getAttribute('src') !== old; }",
+            arg=[f"#{tab}_gallery img", before])
+        self.page.wait_for_function(
+            "sel => document.querySelector(sel).innerText.includes('Steps:')",
+            arg=f".prose#html_info_{tab}")
+        self.wait_idle()
+        return self.image(self.gallery_src(tab)), self.html(f"html_info_{tab}")
+
+    def image(self, src: str) -> np.ndarray:
+        """The pixels of an image the page shows (a /file= URL or a data: URL)."""
+        if src.startswith("data:"):
+            import base64
+
+            data = base64.b64decode(src.split(",", 1)[1])
+        else:
+            response = self.page.request.get(src)
+            assert response.ok, f"GET {src}: HTTP {response.status}"
+            data = response.body()
+        with Image.open(io.BytesIO(data)) as image:
+            return np.asarray(image.convert("RGB")).astype(np.int16)
+
+
+def save_screenshot(locator, path: Path) -> int:  # noqa: ANN001
+    """A PNG of one element, cropped to it; palette-reduced when it would be large.
+    Returns its size in bytes."""
+    raw = locator.screenshot(animations="disabled")
+    data = raw
+    if len(data) > SCREENSHOT_LIMIT:
+        with Image.open(io.BytesIO(raw)) as image:
+            for colours in (256, 128, 64):
+                out = io.BytesIO()
+                image.convert("RGB").quantize(colours, method=Image.Quantize.MEDIANCUT).save(
+                    out, format="PNG", optimize=True)
+                data = out.getvalue()
+                if len(data) <= SCREENSHOT_LIMIT:
+                    break
+    path.write_bytes(data)
+    return len(data)
+
+
+def _where(message) -> str:  # noqa: ANN001
+    try:
+        location = message.location
+        return f"{location.get('url', '')}:{location.get('lineNumber', '')}"
+    except Exception:  # noqa: BLE001 - informative only
+        return ""
+
+
+def mentions_ours(entry: dict) -> bool:
+    return bool(OURS.search(entry.get("text", "")) or OURS.search(entry.get("where", "")))
