@@ -97,7 +97,8 @@ def test_one_click_coco128_at_native_size_timing(webui_server, presets, tmp_path
         started = time.monotonic()
         status, fitted = webui_server.request("/signal-leak/v1/fit", {
             "natural": True, "overwrite": True,
-            "folder": f"http://127.0.0.1:{httpd.server_address[1]}/coco128.zip"})
+            "folder": f"http://127.0.0.1:{httpd.server_address[1]}/coco128.zip"},
+            timeout=3600)
         seconds = time.monotonic() - started
     finally:
         httpd.shutdown()
