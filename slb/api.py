@@ -92,17 +92,16 @@ def _bool(body: Mapping[str, object], key: str) -> bool:
 
 
 def parse_fit_request(body: object) -> FitRequest:
-    """Validate a ``POST fit`` body (only ``folder`` and ``name`` are required)."""
+    """Validate a ``POST fit`` body: ``folder`` and ``name`` are required, unless
+    ``natural`` is true (the natural-image preset: its source defaults to the Settings URL
+    and its name to ``natural-<family>``, both filled in by the host glue)."""
     b = _check_keys(body, FIT_KEYS, "fit")
     natural = _bool(b, "natural")
-    # the natural-image preset: its source defaults to the Settings URL, its name to
-    # natural-<family> (both filled in by the host glue)
-    for key in () if natural else ("folder", "name"):
-        if not isinstance(b.get(key), str) or not b.get(key):
-            raise ApiError(422, f"'{key}' is required (a string)")
     for key in ("folder", "name"):
         if key in b and not isinstance(b[key], str):
             raise ApiError(422, f"'{key}' must be a string")
+        if not natural and not b.get(key):
+            raise ApiError(422, f"'{key}' is required (a string)")
     if b.get("name"):
         try:
             validate_name(str(b["name"]))
