@@ -76,6 +76,15 @@ class A1111Host:
         model = getattr(p, "sd_model", None)
         return model if model is not None else shared.sd_model
 
+    def ensure_model(self) -> object:
+        """The loaded model, loading it first where the host loads lazily (button and
+        route work that needs the VAE before any generation ran)."""
+        return self.sd_model()
+
+    def model_loaded(self, sd_model: object) -> bool:
+        """Whether ``sd_model`` is a real model (so a family check means something)."""
+        return sd_model is not None
+
     def model_family(self, sd_model: object) -> str:
         return lookups.model_family(sd_model)
 
@@ -171,6 +180,19 @@ class ForgeHost(A1111Host):
     """Stable Diffusion WebUI Forge (lllyasviel/stable-diffusion-webui-forge, 2.x)."""
 
     name = "Forge"
+
+    def ensure_model(self) -> object:
+        # Forge loads the checkpoint on the first generation; until then shared.sd_model is
+        # a placeholder without a VAE (modules/sd_models.py FakeInitialModel)
+        model = self.sd_model()
+        if not self.model_loaded(model):
+            from modules import sd_models
+
+            model, _ = sd_models.forge_model_reload()
+        return model
+
+    def model_loaded(self, sd_model: object) -> bool:
+        return hasattr(sd_model, "forge_objects")
 
     @staticmethod
     def _predictor(sd_model: object) -> object:

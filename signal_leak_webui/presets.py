@@ -41,6 +41,8 @@ class Presets:
         if name in (MANUAL, ""):
             return ""
         sd_model = sd_model if sd_model is not None else self.host.sd_model()
+        if not self.host.model_loaded(sd_model):
+            return ""  # nothing to check against before the host loads its model
         return self.plan(LeakSettings(enabled=True, preset=name), sd_model).reason
 
     def dropdown_choices(self) -> list[str]:

@@ -38,11 +38,12 @@ def register(presets: Presets, app: object) -> None:
 
     def encode_reference(image: object, width: int, height: int) -> object:
         with call_queue.queue_lock:  # the VAE is the generation's: never at the same time
-            return presets.host.encode_image(image, width, height, presets.host.sd_model())
+            return presets.host.encode_image(image, width, height,
+                                             presets.host.ensure_model())
 
     def sample_in_thread(body: object) -> dict:
         try:
-            family = presets.host.model_family(presets.host.sd_model())
+            family = presets.host.model_family(presets.host.ensure_model())
             return sample_payload(body, presets.library(), family, encode_reference)
         except ApiError as exc:
             raise fail(exc) from None

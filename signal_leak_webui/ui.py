@@ -58,7 +58,7 @@ def make_preview(hooks: LeakHooks):  # noqa: ANN201
     def preview(image_seed, width, height, *leak_args):  # noqa: ANN001, ANN202
         try:
             settings = settings_from_args([True, *leak_args])
-            sd_model = host.sd_model()
+            sd_model = host.ensure_model()
             plan = presets.plan(settings, sd_model)
             if plan.reason:
                 return None, html.escape(plan.reason)

@@ -168,3 +168,35 @@ def test_inner_passes_are_skipped_by_default_and_the_setting_applies_them(host):
     shared.opts.data["signal_leak_inner_passes"] = True
     applied = _inner_img2img(host, mark=True)
     assert applied.p.extra_generation_params["Signal leak"] == "manual"
+
+
+# --- Forge loads its checkpoint lazily ----------------------------------------------------------
+
+def test_forge_host_loads_the_model_before_fitting_and_does_not_mark_presets_before(
+        host, monkeypatch):
+    """Until Forge's first generation ``shared.sd_model`` is a placeholder without a VAE
+    (Forge's modules/sd_models.py FakeInitialModel): a fit must load the model first (the
+    real Forge answered HTTP 500 here), and the dropdown must not mark every preset."""
+    from types import SimpleNamespace
+
+    import modules.sd_models as sd_models
+    import modules.shared as shared
+
+    mod = next(m for m in host.modules if hasattr(m, "PRESETS"))
+    from signal_leak_webui.host import ForgeHost
+
+    forge = ForgeHost()
+    loaded = SimpleNamespace(forge_objects=SimpleNamespace(), is_sd1=True)
+    monkeypatch.setattr(shared, "sd_model", SimpleNamespace(cond_stage_model=None))
+    monkeypatch.setattr(sd_models, "forge_model_reload", lambda: (loaded, True), raising=False)
+    assert not forge.model_loaded(shared.sd_model)
+    assert forge.ensure_model() is loaded
+    monkeypatch.setattr(mod.PRESETS, "host", forge)
+    import modules.paths as paths
+
+    from slb.preset import save_preset
+
+    save_preset(make_preset("pixel", shape=(4, 8, 8), model_family="sdxl"),
+                Path(paths.models_path) / "signal_leak", "xl")
+    assert mod.PRESETS.problem("xl") == ""  # nothing to check against yet
+    assert "xl" in mod.PRESETS.dropdown_choices()
