@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from standin.fixtures import install_headless_gradio
+from standin.fixtures import start_with_extension
 
 from slb.dct import lf_coefficients, lowfreq_basis
 from slb.mixing import swap_lowfreq
@@ -43,9 +43,7 @@ def has_fastapi() -> bool:
 
 @pytest.fixture
 def host(fresh_host):
-    install_headless_gradio()
-    fresh_host.load_extension_script(SCRIPT)
-    fresh_host.start(mode="ui", with_app=has_fastapi())
+    start_with_extension(fresh_host, SCRIPT, with_app=has_fastapi())
     return fresh_host
 
 
@@ -265,10 +263,8 @@ def test_img2img_without_mask_moves_lf_to_the_leak(host, natural):
 
 
 def test_img2img_fp16_init_latent_keeps_dtype(fresh_host_factory, tmp_path):
-    install_headless_gradio()
     h = fresh_host_factory(dtype_vae=torch.float16)
-    h.load_extension_script(SCRIPT)
-    h.start(mode="ui", with_app=has_fastapi())
+    start_with_extension(h, SCRIPT, with_app=has_fastapi())
     res = run(h, "img2img", leak_args(MANUAL, means={0: 1.0}), mask=_square_mask(), seed=1)
     got = res.record("img2img")["init_latent"]
     assert got.dtype == torch.float16

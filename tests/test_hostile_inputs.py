@@ -616,11 +616,9 @@ SCRIPT = ROOT / "scripts" / "signal_leak_bias.py"
 
 @pytest.fixture
 def webui(fresh_host):
-    from standin.fixtures import install_headless_gradio
+    from standin.fixtures import start_with_extension
 
-    install_headless_gradio()
-    fresh_host.load_extension_script(SCRIPT)
-    fresh_host.start(mode="ui", with_app=False)
+    start_with_extension(fresh_host, SCRIPT)
     return fresh_host
 
 
@@ -715,11 +713,9 @@ def test_fit_button_with_non_utf8_image_reports_it_printably(webui, coco128, tmp
 def client(fresh_host):
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
-    from standin.fixtures import install_headless_gradio
+    from standin.fixtures import start_with_extension
 
-    install_headless_gradio()
-    fresh_host.load_extension_script(SCRIPT)
-    return TestClient(fresh_host.start(mode="api"))
+    return TestClient(start_with_extension(fresh_host, SCRIPT, mode="api", with_app=True))
 
 
 ROUTE_BODIES = {

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from standin.fixtures import install_headless_gradio, make_test_image
+from standin.fixtures import make_test_image, start_with_extension
 
 from slb.lowfreq import amplitudes, colour_means, reference_components
 from slb.preset import save_preset
@@ -27,9 +27,7 @@ GRADIENTS = {(0, 0, 1): 0.8, (1, 1, 0): -0.6}
 
 @pytest.fixture
 def host(fresh_host):
-    install_headless_gradio()
-    fresh_host.load_extension_script(SCRIPT)
-    fresh_host.start(mode="ui", with_app=False)
+    start_with_extension(fresh_host, SCRIPT)
     import modules.paths as paths
 
     save_preset(make_preset("dct+pixel", 3, shape=(4, 8, 8), model_family="sd1"),
@@ -135,9 +133,7 @@ def test_sample_route_takes_the_lowfreq_keys(fresh_host):
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
 
-    install_headless_gradio()
-    fresh_host.load_extension_script(SCRIPT)
-    client = TestClient(fresh_host.start(mode="api"))
+    client = TestClient(start_with_extension(fresh_host, SCRIPT, mode="api", with_app=True))
     r = client.post("/signal-leak/v1/sample", json={
         "shape": [4, 8, 8], "components": {"0:0,1": 0.8}, "colour": "#3366cc", "seed": 4})
     assert r.status_code == 200, r.text

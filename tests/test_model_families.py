@@ -131,11 +131,9 @@ def test_host_encoder_runs_a_half_vae_in_float32_for_the_retry():
 
 @pytest.fixture
 def host(fresh_host):
-    from standin.fixtures import install_headless_gradio
+    from standin.fixtures import start_with_extension
 
-    install_headless_gradio()
-    fresh_host.load_extension_script(SCRIPT)
-    fresh_host.start(mode="ui", with_app=False)
+    start_with_extension(fresh_host, SCRIPT)
     return fresh_host
 
 

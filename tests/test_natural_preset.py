@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from standin.fixtures import install_headless_gradio
+from standin.fixtures import start_with_extension
 
 from slb.cli import main
 from slb.images import list_image_files
@@ -60,9 +60,7 @@ def test_a_name_resolves_to_its_family_variant(tmp_path, family):
 
 @pytest.fixture
 def webui(fresh_host):
-    install_headless_gradio()
-    fresh_host.load_extension_script(SCRIPT)
-    fresh_host.start(mode="ui", with_app=False)
+    start_with_extension(fresh_host, SCRIPT)
     return fresh_host
 
 

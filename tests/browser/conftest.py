@@ -33,7 +33,7 @@ INTEGRATION = HERE.parent / "integration"
 if str(INTEGRATION) not in sys.path:
     sys.path.insert(0, str(INTEGRATION))
 
-from slb_webui import FORGE, HOST  # noqa: E402
+from slb_webui import FORGE, HOST, mark_opt_in_suite  # noqa: E402
 
 
 def _load_integration_conftest():  # noqa: ANN202
@@ -110,27 +110,9 @@ def skip_reason() -> str | None:
 SKIP_REASON = skip_reason()
 
 
-def _in_this_folder(item: pytest.Item) -> bool:
-    try:
-        return Path(str(item.path)).resolve().is_relative_to(HERE)
-    except (OSError, ValueError):
-        return False
-
-
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # as the real-host suite does for `webui`: configured, every test here is a `browser`
-    # test (opt-in with -m browser); not configured, each is skipped with the reason, and
-    # carries the marker only when the -m expression asks for browser tests, so that a plain
-    # run reports them skipped rather than deselecting them silently
-    wants_browser = "not browser" not in (config.getoption("markexpr", "") or "")
-    for item in items:
-        if not _in_this_folder(item):
-            continue
-        if SKIP_REASON is None or wants_browser:
-            item.add_marker(pytest.mark.browser)
-        if SKIP_REASON is not None:
-            item.add_marker(pytest.mark.skip(reason=SKIP_REASON))
+    mark_opt_in_suite(config, items, HERE, "browser", SKIP_REASON)
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -42,7 +42,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from slb_webui import BROKEN_PRESET, FORGE, HOST, SD1_CHECKPOINT, TEST_PRESETS, import_slb
+from slb_webui import (
+    BROKEN_PRESET,
+    FORGE,
+    HOST,
+    SD1_CHECKPOINT,
+    TEST_PRESETS,
+    import_slb,
+    mark_opt_in_suite,
+)
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parents[1]
@@ -97,28 +105,9 @@ WEBUI_SETTINGS = {
 }
 
 
-def _in_this_folder(item: pytest.Item) -> bool:
-    try:
-        return Path(str(item.path)).resolve().is_relative_to(HERE)
-    except (OSError, ValueError):
-        return False
-
-
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # Configured: every test here is a `webui` test (opt-in with -m webui). Not configured:
-    # the tests are skipped with the reason; they carry the marker only when the -m
-    # expression asks for webui tests, so that a plain run (whose default expression is
-    # "not webui") reports them skipped rather than deselecting them silently.
-    configured = HOST is not None
-    wants_webui = "not webui" not in (config.getoption("markexpr", "") or "")
-    for item in items:
-        if not _in_this_folder(item):
-            continue
-        if configured or wants_webui:
-            item.add_marker(pytest.mark.webui)
-        if not configured:
-            item.add_marker(pytest.mark.skip(reason=SKIP_REASON))
+    mark_opt_in_suite(config, items, HERE, "webui", None if HOST is not None else SKIP_REASON)
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -40,196 +40,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import zlib
-from dataclasses import dataclass
 
+import tiny_model  # the LDM key layout and seeded weights, shared with the A1111 model
 
-@dataclass(frozen=True)
-class Spec:
-    model_channels: int = 320  # must be 320 for SD15 detection
-    context_dim: int = 768  # must be 768 (CLIP-L) for SD15 detection
-    levels: int = 1  # UNet levels; channel_mult = (1, 2, 4, 4)[:levels]
-    res_blocks: int = 1  # res blocks per level
-    attn_levels: int = 3  # levels (from the top) with a transformer, as in SD 1.5
-    middle_attn: bool = True
-    num_heads: int = 8
-    latent_channels: int = 4
-    # full-size VAE (SD 1.5)
-    vae_ch: int = 128
-    vae_ch_mult: tuple = (1, 2, 4, 4)
-    vae_res_blocks: int = 2
-    vae_logvar: float = -30.0
-    # full-size CLIP-L
-    text_hidden: int = 768
-    text_layers: int = 12
-    text_ff: int = 3072
-    text_positions: int = 77
-    vocab_size: int = 49408
-    seed: int = 20250626
-
-    @property
-    def channel_mult(self):
-        return (1, 2, 4, 4, 4, 4)[: self.levels]
-
-
-class Keys(dict):
-    def linear(self, name, n_in, n_out, bias=True):
-        self[f"{name}.weight"] = ((n_out, n_in), "weight")
-        if bias:
-            self[f"{name}.bias"] = ((n_out,), "bias")
-
-    def conv(self, name, n_in, n_out, k):
-        self[f"{name}.weight"] = ((n_out, n_in, k, k), "weight")
-        self[f"{name}.bias"] = ((n_out,), "bias")
-
-    def norm(self, name, n):
-        self[f"{name}.weight"] = ((n,), "norm_weight")
-        self[f"{name}.bias"] = ((n,), "norm_bias")
-
-
-# ----------------------------------------------------------------------------- UNet (LDM)
-
-
-def _resblock(k, p, c_in, c_out, emb):
-    k.norm(f"{p}.in_layers.0", c_in)
-    k.conv(f"{p}.in_layers.2", c_in, c_out, 3)
-    k.linear(f"{p}.emb_layers.1", emb, c_out)
-    k.norm(f"{p}.out_layers.0", c_out)
-    k.conv(f"{p}.out_layers.3", c_out, c_out, 3)
-    if c_in != c_out:
-        k.conv(f"{p}.skip_connection", c_in, c_out, 1)
-
-
-def _transformer(k, p, c, ctx):
-    k.norm(f"{p}.norm", c)
-    k.conv(f"{p}.proj_in", c, c, 1)  # conv (4-D): use_linear_in_transformer False
-    b = f"{p}.transformer_blocks.0"
-    for attn, kv in (("attn1", c), ("attn2", ctx)):
-        k.linear(f"{b}.{attn}.to_q", c, c, bias=False)
-        k.linear(f"{b}.{attn}.to_k", kv, c, bias=False)
-        k.linear(f"{b}.{attn}.to_v", kv, c, bias=False)
-        k.linear(f"{b}.{attn}.to_out.0", c, c)
-    k.linear(f"{b}.ff.net.0.proj", c, 8 * c)  # GEGLU: 2 * 4c
-    k.linear(f"{b}.ff.net.2", 4 * c, c)
-    for i in (1, 2, 3):
-        k.norm(f"{b}.norm{i}", c)
-    k.conv(f"{p}.proj_out", c, c, 1)
-
-
-def unet_keys(s: Spec) -> Keys:
-    k = Keys()
-    mc, emb, ctx = s.model_channels, 4 * s.model_channels, s.context_dim
-    k.linear("time_embed.0", mc, emb)
-    k.linear("time_embed.2", emb, emb)
-    k.conv("input_blocks.0.0", s.latent_channels, mc, 3)
-    skips, ch, block = [mc], mc, 1
-    last = len(s.channel_mult) - 1
-    for level, mult in enumerate(s.channel_mult):
-        for _ in range(s.res_blocks):
-            _resblock(k, f"input_blocks.{block}.0", ch, mult * mc, emb)
-            ch = mult * mc
-            if level < s.attn_levels:
-                _transformer(k, f"input_blocks.{block}.1", ch, ctx)
-            skips.append(ch)
-            block += 1
-        if level != last:
-            k.conv(f"input_blocks.{block}.0.op", ch, ch, 3)
-            skips.append(ch)
-            block += 1
-    _resblock(k, "middle_block.0", ch, ch, emb)
-    if s.middle_attn:
-        _transformer(k, "middle_block.1", ch, ctx)
-        _resblock(k, "middle_block.2", ch, ch, emb)
-    block = 0
-    for level in reversed(range(len(s.channel_mult))):
-        mult = s.channel_mult[level]
-        for i in range(s.res_blocks + 1):
-            _resblock(k, f"output_blocks.{block}.0", ch + skips.pop(), mult * mc, emb)
-            ch = mult * mc
-            sub = 1
-            if level < s.attn_levels:
-                _transformer(k, f"output_blocks.{block}.1", ch, ctx)
-                sub = 2
-            if level and i == s.res_blocks:
-                k.conv(f"output_blocks.{block}.{sub}.conv", ch, ch, 3)
-            block += 1
-    k.norm("out.0", ch)
-    k.conv("out.2", mc, s.latent_channels, 3)
-    return k
-
-
-# ----------------------------------------------------------------------------- VAE (LDM)
-
-
-def _vae_res(k, p, c_in, c_out):
-    k.norm(f"{p}.norm1", c_in)
-    k.conv(f"{p}.conv1", c_in, c_out, 3)
-    k.norm(f"{p}.norm2", c_out)
-    k.conv(f"{p}.conv2", c_out, c_out, 3)
-    if c_in != c_out:
-        k.conv(f"{p}.nin_shortcut", c_in, c_out, 1)
-
-
-def _vae_mid(k, p, c):
-    _vae_res(k, f"{p}.mid.block_1", c, c)
-    k.norm(f"{p}.mid.attn_1.norm", c)
-    for n in ("q", "k", "v", "proj_out"):
-        k.conv(f"{p}.mid.attn_1.{n}", c, c, 1)
-    _vae_res(k, f"{p}.mid.block_2", c, c)
-
-
-def vae_keys(s: Spec) -> Keys:
-    k = Keys()
-    z, mults, n = s.latent_channels, s.vae_ch_mult, len(s.vae_ch_mult)
-    k.conv("encoder.conv_in", 3, s.vae_ch, 3)
-    c = s.vae_ch
-    for level in range(n):
-        out = s.vae_ch * mults[level]
-        for b in range(s.vae_res_blocks):
-            _vae_res(k, f"encoder.down.{level}.block.{b}", c, out)
-            c = out
-        if level != n - 1:
-            k.conv(f"encoder.down.{level}.downsample.conv", c, c, 3)
-    _vae_mid(k, "encoder", c)
-    k.norm("encoder.norm_out", c)
-    k.conv("encoder.conv_out", c, 2 * z, 3)
-    c = s.vae_ch * mults[-1]
-    k.conv("decoder.conv_in", z, c, 3)
-    _vae_mid(k, "decoder", c)
-    for level in reversed(range(n)):
-        out = s.vae_ch * mults[level]
-        for b in range(s.vae_res_blocks + 1):
-            _vae_res(k, f"decoder.up.{level}.block.{b}", c, out)
-            c = out
-        if level != 0:
-            k.conv(f"decoder.up.{level}.upsample.conv", c, c, 3)
-    k.norm("decoder.norm_out", c)
-    k.conv("decoder.conv_out", c, 3, 3)
-    k.conv("quant_conv", 2 * z, 2 * z, 1)
-    k.conv("post_quant_conv", z, z, 1)
-    return k
-
-
-# ----------------------------------------------------------------------------- CLIP-L (HF)
-
-
-def text_keys(s: Spec) -> Keys:
-    k = Keys()
-    h = s.text_hidden
-    k["text_model.embeddings.token_embedding.weight"] = ((s.vocab_size, h), "embedding")
-    k["text_model.embeddings.position_embedding.weight"] = ((s.text_positions, h), "embedding")
-    for i in range(s.text_layers):
-        p = f"text_model.encoder.layers.{i}"
-        for proj in ("k_proj", "v_proj", "q_proj", "out_proj"):
-            k.linear(f"{p}.self_attn.{proj}", h, h)
-        k.norm(f"{p}.layer_norm1", h)
-        k.linear(f"{p}.mlp.fc1", h, s.text_ff)
-        k.linear(f"{p}.mlp.fc2", s.text_ff, h)
-        k.norm(f"{p}.layer_norm2", h)
-    k.norm("text_model.final_layer_norm", h)
-    return k
-
-
+SEED = 20250626
 PREFIXES = {
     "unet": "model.diffusion_model.",
     "vae": "first_stage_model.",
@@ -237,59 +51,39 @@ PREFIXES = {
 }
 
 
-def layout(s: Spec) -> dict:
-    out = {}
-    for part, keys in (
-        ("unet", unet_keys(s)),
-        ("vae", vae_keys(s)),
-        ("text_encoder", text_keys(s)),
-    ):
-        out.update({PREFIXES[part] + name: v for name, v in keys.items()})
-    return out
+def forge_spec(
+    levels: int = 1, res_blocks: int = 1, middle_attention: bool = True, seed: int = SEED
+) -> tiny_model.TinySpec:
+    """SD 1.5 sizes where Forge fixes them, a small UNet where it does not (docstring above)."""
+    return tiny_model.TinySpec(
+        model_channels=320,  # SD15 detection needs 320
+        channel_mult=(1, 2, 4, 4)[:levels],
+        num_res_blocks=res_blocks,
+        attention_resolutions=(1, 2, 4),  # the first three levels, as in SD 1.5
+        middle_attention=middle_attention,
+        num_heads=8,
+        vae_ch=128,
+        vae_ch_mult=(1, 2, 4, 4),
+        vae_res_blocks=2,
+        text_hidden=768,  # also the UNet's context_dim: SD15 detection needs 768
+        text_layers=12,
+        text_heads=12,
+        text_ff=3072,
+        seed=seed,
+    )
 
 
-def state_dict(s: Spec, dtype=None) -> dict:
-    import torch
-
-    dtype = dtype or torch.float32
-    sd = {}
-    for key, (shape, kind) in layout(s).items():
-        gen = torch.Generator().manual_seed(s.seed ^ zlib.crc32(key.encode()))
-        noise = torch.randn(shape, generator=gen, dtype=torch.float32)
-        if kind == "weight":
-            fan_in = 1
-            for n in shape[1:]:
-                fan_in *= n
-            t = noise / fan_in**0.5
-        elif kind == "bias":
-            t = noise * 0.02
-        elif kind == "norm_weight":
-            t = 1.0 + noise * 0.1
-        elif kind == "norm_bias":
-            t = noise * 0.1
-        else:
-            t = noise * 0.02
-        sd[key] = t
-    z = s.latent_channels
-    sd["first_stage_model.quant_conv.weight"][z:] = 0.0
-    sd["first_stage_model.quant_conv.bias"][z:] = s.vae_logvar
-    sd = {k: v.to(dtype).contiguous() for k, v in sd.items()}
-    sd["cond_stage_model.transformer.text_model.embeddings.position_ids"] = torch.arange(
-        s.text_positions, dtype=torch.int64
-    ).unsqueeze(0)
-    return sd
-
-
-def build(path: str, spec: Spec | None = None, fp16: bool = False) -> dict:
-    import torch
+def build(path: str, spec: tiny_model.TinySpec | None = None, fp16: bool = False) -> dict:
     from safetensors.torch import save_file
 
-    spec = spec or Spec()
-    sd = state_dict(spec, torch.float16 if fp16 else torch.float32)
+    sd = tiny_model.random_state_dict(spec or forge_spec())
+    if fp16:
+        sd = {k: v.half() if v.is_floating_point() else v for k, v in sd.items()}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     save_file(sd, path, metadata={"format": "pt"})
     counts = {p: sum(1 for k in sd if k.startswith(pre)) for p, pre in PREFIXES.items()}
-    counts["unet_params"] = sum(v.numel() for k, v in sd.items() if k.startswith(PREFIXES["unet"]))
+    unet = (v.numel() for k, v in sd.items() if k.startswith(PREFIXES["unet"]))
+    counts["unet_params"] = sum(unet)
     return counts
 
 
@@ -379,7 +173,7 @@ def main():
         "--no-middle-attn", action="store_true", help="omit the middle-block transformer"
     )
     ap.add_argument("--fp16", action="store_true", help="store float16 (half the file size)")
-    ap.add_argument("--seed", type=int, default=Spec.seed)
+    ap.add_argument("--seed", type=int, default=SEED)
     ap.add_argument(
         "--verify", action="store_true", help="check against Forge's detection and modules"
     )
@@ -389,9 +183,7 @@ def main():
         help="Forge checkout for --verify (default: $SLB_FORGE_DIR)",
     )
     a = ap.parse_args()
-    spec = Spec(
-        levels=a.levels, res_blocks=a.res_blocks, middle_attn=not a.no_middle_attn, seed=a.seed
-    )
+    spec = forge_spec(a.levels, a.res_blocks, not a.no_middle_attn, a.seed)
     counts = build(a.out, spec, fp16=a.fp16)
     print(a.out, counts, f"{os.path.getsize(a.out) / 2**20:.0f} MiB")
     if a.verify:

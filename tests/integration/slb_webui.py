@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -32,6 +33,10 @@ SEED = 1234
 SIZE = 64  # image side; the tiny UNet needs multiples of 16, the VAE divides by 8
 LATENT = SIZE // 8
 SD_SIGMA_MAX = 14.614641  # largest sigma of the SD 1.x schedule the tiny model uses
+KDIFFUSION_SAMPLERS = ("Euler", "DPM++ 2M")
+# first timestep of the timestep samplers at 4 steps (HOST-NOTES 3): DDIM's
+# arange(0, 1000, 250) + 1 ends at 751; UniPC starts at 999
+FIRST_TIMESTEP_AT_4_STEPS = {"DDIM": 751, "UniPC": 999}
 
 # Presets the `presets` fixture writes with the library before any fit through the API:
 # name -> (latent channels, model family); the tiny model is SD 1.x with 4 latent channels.
@@ -213,6 +218,23 @@ def fit_start(start: np.ndarray, leak: np.ndarray, noise: np.ndarray) -> tuple[f
     return float(a), float(b), residual
 
 
+def assert_design_start(start: np.ndarray, leak: np.ndarray, noise: np.ndarray, sampler: str,
+                        label: str) -> None:
+    """``start`` (what ``sampler`` was handed at 4 steps) is DESIGN 6's start for ``leak`` and
+    the host's ``noise`` on SD's schedule: k-diffusion ``eps + L/sigma0`` (sigma0 = 14.6146);
+    timestep samplers ``sqrt(abar_T) L + sqrt(1 - abar_T) eps`` at their first timestep T."""
+    a, b, residual = fit_start(start, leak, noise)
+    print(f"[{label}] start = {a:.6f} * L + {b:.6f} * eps (residual {residual:.2e})")
+    assert residual < 1e-5
+    if sampler in KDIFFUSION_SAMPLERS:
+        assert b == pytest.approx(1.0, abs=1e-5)
+        assert 1.0 / a == pytest.approx(SD_SIGMA_MAX, rel=1e-4)
+    else:
+        abar = sd_alphas_cumprod()[FIRST_TIMESTEP_AT_4_STEPS[sampler]]
+        assert a == pytest.approx(abar**0.5, rel=1e-4)
+        assert b == pytest.approx((1.0 - abar) ** 0.5, rel=1e-4)
+
+
 def sd_alphas_cumprod() -> np.ndarray:
     """``alphas_cumprod`` of the SD 1.x schedule (linear in sqrt(beta), 0.00085..0.012)."""
     betas = np.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=np.float64) ** 2
@@ -223,3 +245,27 @@ def import_slb() -> None:
     """Make this repository's ``slb`` importable in the test process (it needs torch)."""
     if str(REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(REPO_ROOT))
+
+
+def mark_opt_in_suite(config: pytest.Config, items: list[pytest.Item], folder: Path,
+                      marker: str, skip_reason: str | None) -> None:
+    """Collection hook body of an opt-in suite in ``folder`` (real host, browser).
+
+    Configured (``skip_reason`` None): every test there carries ``marker``, which the
+    project's default ``-m`` expression deselects, so it runs with ``-m marker``. Not
+    configured: each is skipped with the reason, and carries the marker only when the ``-m``
+    expression asks for it, so that a plain run reports the tests skipped rather than
+    deselecting them silently."""
+    wanted = f"not {marker}" not in (config.getoption("markexpr", "") or "")
+    for item in items:
+        try:
+            inside = Path(str(item.path)).resolve().is_relative_to(folder)
+        except (OSError, ValueError):
+            inside = False
+        if not inside:
+            continue
+        if skip_reason is None or wanted:
+            item.add_marker(getattr(pytest.mark, marker))
+        if skip_reason is not None:
+            item.add_marker(pytest.mark.skip(reason=skip_reason))
+

@@ -19,11 +19,10 @@ from slb_webui import (
     FORGE,
     SD1_CHECKPOINT,
     SD2V_CHECKPOINT,
-    SD_SIGMA_MAX,
     SDXL_CHECKPOINT,
     SDXL_REFINER_CHECKPOINT,
     SEED,
-    fit_start,
+    assert_design_start,
     image_bytes,
     import_slb,
     info,
@@ -32,7 +31,6 @@ from slb_webui import (
     pixels,
     probe_calls,
     sample_leak,
-    sd_alphas_cumprod,
     txt2img_request,
     with_probe,
 )
@@ -48,7 +46,6 @@ FAMILIES = {
 }
 # a preset of the model's latent space, written by the `presets` fixture (64x64, 8x8 latent)
 OWN_PRESET = {"sdxl": "test-sdxl", "sd2": "test-sd1"}
-DDIM_T0 = 751  # first timestep of DDIM at 4 steps: arange(0, 1000, 250) + 1 (HOST-NOTES 3)
 
 
 def on(checkpoint: str, leak: object = None, settings: dict | None = None, **fields: object
@@ -163,16 +160,7 @@ def test_sampler_gets_the_designed_start(webui_server, presets, sd1_afterwards, 
     assert not np.array_equal(pixels(answers["leak"]), pixels(answers["plain"]))
 
     leak = sample_leak(webui_server, preset, SEED)
-    a, b, residual = fit_start(starts["leak"], leak, starts["plain"])
-    print(f"[{family} {sampler}] start = {a:.6f} * L + {b:.6f} * eps (residual {residual:.2e})")
-    assert residual < 1e-5
-    if sampler == "Euler":
-        assert b == pytest.approx(1.0, abs=1e-5)
-        assert 1.0 / a == pytest.approx(SD_SIGMA_MAX, rel=1e-4)
-    else:
-        abar = sd_alphas_cumprod()[DDIM_T0]
-        assert a == pytest.approx(abar**0.5, rel=1e-4)
-        assert b == pytest.approx((1.0 - abar) ** 0.5, rel=1e-4)
+    assert_design_start(starts["leak"], leak, starts["plain"], sampler, f"{family} {sampler}")
 
 
 @pytest.mark.parametrize("checkpoint", list(FAMILIES))
@@ -250,7 +238,4 @@ def test_sdxl_refiner_switch_leaves_the_leak_in_the_first_models_start(
         "the refiner changed nothing"
 
     leak = sample_leak(webui_server, "test-sdxl", SEED)
-    a, b, residual = fit_start(runs["leak"][1], leak, runs["plain"][1])
-    print(f"[refiner] first-pass start = {a:.6f} * L + {b:.6f} * eps (residual {residual:.2e})")
-    assert residual < 1e-5 and b == pytest.approx(1.0, abs=1e-5)
-    assert 1.0 / a == pytest.approx(SD_SIGMA_MAX, rel=1e-4)
+    assert_design_start(runs["leak"][1], leak, runs["plain"][1], "Euler", "refiner first pass")

@@ -6,20 +6,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from slb_webui import (
-    SD_SIGMA_MAX,
     SEED,
-    fit_start,
+    assert_design_start,
     infotexts,
     load_probe,
     pixels,
     probe_calls,
     sample_leak,
-    sd_alphas_cumprod,
     txt2img_request,
     with_probe,
 )
-
-DDIM_T0 = 751  # first timestep of DDIM at 4 steps (HOST-NOTES 3)
 
 
 @pytest.mark.parametrize("sampler", ["Euler", "DDIM"])
@@ -43,17 +39,8 @@ def test_non_square_start_transfers_a_square_preset(webui_server, presets, probe
     assert not np.array_equal(pixels(answers["leak"]), pixels(answers["plain"]))
 
     leak = sample_leak(webui_server, "test-sd1", SEED, shape)
-    a, b, residual = fit_start(starts["leak"], leak, starts["plain"])
-    print(f"[{width}x{height} {sampler}] start = {a:.6f} * L + {b:.6f} * eps "
-          f"(residual {residual:.2e})")
-    assert residual < 1e-5
-    if sampler == "Euler":
-        assert b == pytest.approx(1.0, abs=1e-5)
-        assert 1.0 / a == pytest.approx(SD_SIGMA_MAX, rel=1e-4)
-    else:
-        abar = sd_alphas_cumprod()[DDIM_T0]
-        assert a == pytest.approx(abar**0.5, rel=1e-4)
-        assert b == pytest.approx((1.0 - abar) ** 0.5, rel=1e-4)
+    label = f"{width}x{height} {sampler}"
+    assert_design_start(starts["leak"], leak, starts["plain"], sampler, label)
 
 
 @pytest.mark.parametrize("sampler", ["Euler", "UniPC"])

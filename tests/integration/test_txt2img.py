@@ -14,6 +14,7 @@ from slb_webui import (
     MANUAL,
     SD_SIGMA_MAX,
     SEED,
+    assert_design_start,
     fit_start,
     hires_fields,
     image_bytes,
@@ -21,7 +22,6 @@ from slb_webui import (
     load_probe,
     pixels,
     sample_leak,
-    sd_alphas_cumprod,
     txt2img_request,
     with_probe,
 )
@@ -180,20 +180,7 @@ def test_sampler_gets_the_designed_start(webui_server, presets, probe, sampler):
     assert not np.array_equal(pixels(answers["leak"]), pixels(answers["plain"]))
 
     leak = sample_leak(webui_server, "test-sd1", SEED)
-    a, b, residual = fit_start(starts["leak"], leak, starts["plain"])
-    print(f"[{sampler}] start = {a:.6f} * L + {b:.6f} * eps (residual {residual:.2e})")
-    assert residual < 1e-5
-    if sampler in ("Euler", "DPM++ 2M"):
-        assert b == pytest.approx(1.0, abs=1e-5)
-        assert 1.0 / a == pytest.approx(SD_SIGMA_MAX, rel=1e-4)
-    else:
-        abar = sd_alphas_cumprod()
-        assert a * a + b * b == pytest.approx(1.0, abs=1e-5)
-        t0 = int(np.abs(abar - a * a).argmin())
-        assert a * a == pytest.approx(abar[t0], rel=1e-4)
-        if sampler == "UniPC":
-            assert t0 == 999
-        print(f"[{sampler}] first timestep {t0}")
+    assert_design_start(starts["leak"], leak, starts["plain"], sampler, sampler)
 
 
 @pytest.mark.parametrize("sampler", ["Euler", "DPM++ 2M"])
@@ -246,10 +233,7 @@ def test_hires_fix_runs_and_leaves_the_second_pass_alone(webui_server, presets, 
     # the first pass got the leak exactly once (Forge calls the hooks three times in a
     # hires job): Euler's start is eps + L/sigma0
     leak = sample_leak(webui_server, "test-sd1", SEED)
-    a, b, residual = fit_start(runs["leak"][1][0], leak, runs["plain"][1][0])
-    print(f"[hires] first-pass start = {a:.6f} * L + {b:.6f} * eps (residual {residual:.2e})")
-    assert residual < 1e-5 and b == pytest.approx(1.0, abs=1e-5)
-    assert 1.0 / a == pytest.approx(SD_SIGMA_MAX, rel=1e-4)
+    assert_design_start(runs["leak"][1][0], leak, runs["plain"][1][0], "Euler", "hires first pass")
 
 
 def test_manual_mode_and_fixed_leak_seed(webui_server, presets):

@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import zlib
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -73,6 +72,26 @@ def open_clip_config(width: int, embed_dim: int) -> dict:
                        "patch_size": 14},
         "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": width,
                      "heads": 2, "layers": 3},
+    }
+
+
+def _small_unet(context_dim: int, **extra: object) -> dict:
+    """UNet params shared by the SDXL (sgm) and SD 2.x (ldm) configs: two levels of 32 and
+    64 channels, linear projections in the transformers; ``extra`` adds each family's own."""
+    return {
+        "use_checkpoint": False,
+        "in_channels": 4,
+        "out_channels": 4,
+        "model_channels": 32,
+        "attention_resolutions": [1, 2],
+        "num_res_blocks": 1,
+        "channel_mult": [1, 2],
+        "num_head_channels": 16,
+        "use_spatial_transformer": True,
+        "use_linear_in_transformer": True,
+        "context_dim": context_dim,
+        "legacy": False,
+        **extra,
     }
 
 
@@ -124,24 +143,13 @@ def sdxl_config(tokenizer_dir: Path) -> dict:
             },
             "network_config": {
                 "target": "sgm.modules.diffusionmodules.openaimodel.UNetModel",
-                "params": {
-                    "adm_in_channels": XL_ADM,
-                    "num_classes": "sequential",
-                    "use_checkpoint": False,
-                    "in_channels": 4,
-                    "out_channels": 4,
-                    "model_channels": 32,
-                    "attention_resolutions": [1, 2],
-                    "num_res_blocks": 1,
-                    "channel_mult": [1, 2],
-                    "num_head_channels": 16,
-                    "use_spatial_transformer": True,
-                    "use_linear_in_transformer": True,
-                    "transformer_depth": [1, 1],
-                    "context_dim": XL_CONTEXT,
-                    "spatial_transformer_attn_type": "softmax",
-                    "legacy": False,
-                },
+                "params": _small_unet(
+                    XL_CONTEXT,
+                    adm_in_channels=XL_ADM,
+                    num_classes="sequential",
+                    transformer_depth=[1, 1],
+                    spatial_transformer_attn_type="softmax",
+                ),
             },
             "conditioner_config": {
                 "target": "sgm.modules.GeneralConditioner",
@@ -190,23 +198,9 @@ def sd2v_config() -> dict:
             "use_ema": False,
             "unet_config": {
                 "target": "ldm.modules.diffusionmodules.openaimodel.UNetModel",
-                "params": {
-                    "use_checkpoint": False,
-                    "use_fp16": False,
-                    "image_size": 32,
-                    "in_channels": 4,
-                    "out_channels": 4,
-                    "model_channels": 32,
-                    "attention_resolutions": [1, 2],
-                    "num_res_blocks": 1,
-                    "channel_mult": [1, 2],
-                    "num_head_channels": 16,
-                    "use_spatial_transformer": True,
-                    "use_linear_in_transformer": True,
-                    "transformer_depth": 1,
-                    "context_dim": H_OPENCLIP_WIDTH,
-                    "legacy": False,
-                },
+                "params": _small_unet(
+                    H_OPENCLIP_WIDTH, use_fp16=False, image_size=32, transformer_depth=1
+                ),
             },
             "first_stage_config": _vae("ldm.models.autoencoder.AutoencoderKL"),
             "cond_stage_config": {
@@ -261,22 +255,17 @@ def randomize(model, seed: int) -> dict:  # noqa: ANN001
         for module_name, module in model.named_modules():
             for name, param in module.named_parameters(recurse=False):
                 key = f"{module_name}.{name}" if module_name else name
-                gen = torch.Generator().manual_seed(seed ^ zlib.crc32(key.encode()))
-                noise = torch.randn(param.shape, generator=gen, dtype=torch.float32)
                 if isinstance(module, norms):
-                    value = (1.0 + 0.1 * noise) if name == "weight" else 0.1 * noise
+                    kind = "norm_weight" if name == "weight" else "norm_bias"
                 elif isinstance(module, torch.nn.Embedding) or "embedding" in name:
-                    value = 0.02 * noise
+                    kind = "embedding"
                 elif name == "bias" or param.dim() < 2:
-                    value = 0.02 * noise
+                    kind = "bias"
                 elif name == "text_projection":  # used as x @ P: fan-in is its first axis
-                    value = noise / param.shape[0] ** 0.5
+                    kind = "weight_fan_in_first"
                 else:
-                    fan_in = 1
-                    for n in param.shape[1:]:
-                        fan_in *= n
-                    value = noise / fan_in ** 0.5
-                param.copy_(value)
+                    kind = "weight"
+                param.copy_(tiny_model.seeded_tensor(seed, key, tuple(param.shape), kind))
         # a narrow VAE posterior (see tiny_model.random_state_dict)
         quant = model.first_stage_model.quant_conv
         quant.weight[4:] = 0.0

@@ -45,6 +45,9 @@ class TinySpec:
     channel_mult: tuple[int, ...] = (1, 2)
     num_res_blocks: int = 1
     attention_resolutions: tuple[int, ...] = (1, 2)
+    # a transformer in the middle block (ldm's UNetModel always has one; only the Forge
+    # checkpoint of forge_tiny_model.py may leave it out)
+    middle_attention: bool = True
     num_heads: int = 2
     # VAE: four levels, so the latent is 8x smaller than the image
     vae_ch: int = 32
@@ -226,8 +229,9 @@ def unet_keys(s: TinySpec) -> _Keys:
             ds *= 2
             block += 1
     _unet_resblock(k, "middle_block.0", ch, ch, emb)
-    _unet_transformer(k, "middle_block.1", ch, ctx)
-    _unet_resblock(k, "middle_block.2", ch, ch, emb)
+    if s.middle_attention:
+        _unet_transformer(k, "middle_block.1", ch, ctx)
+        _unet_resblock(k, "middle_block.2", ch, ch, emb)
     block = 0
     for level in reversed(range(len(s.channel_mult))):
         mult = s.channel_mult[level]
@@ -330,13 +334,35 @@ def checkpoint_layout(s: TinySpec) -> dict[str, tuple[tuple[int, ...], str]]:
 # --------------------------------------------------------------------------- weights
 
 
-def random_state_dict(s: TinySpec) -> dict:
-    """Seeded random tensors for checkpoint_layout(s). Each tensor has its own generator
-    seeded from the spec seed and the key, so values do not depend on key order.
+def seeded_tensor(seed: int, key: str, shape: tuple[int, ...], kind: str):
+    """Random values for one tensor from its own generator (seeded from ``seed`` and the key,
+    so values do not depend on key order). ``kind``: "weight" (scaled by the fan-in of the
+    axes after the first), "weight_fan_in_first" (a matrix used as ``x @ W``), "norm_weight",
+    "norm_bias", "bias" or "embedding".
 
     Norm weights are 1 plus a small perturbation and norm biases are non-zero: with the
     default (1, 0) the text encoder's output has exactly zero mean and A1111's prompt
-    emphasis rescaling divides 0 by 0.
+    emphasis rescaling divides 0 by 0."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed ^ zlib.crc32(key.encode()))
+    noise = torch.randn(shape, generator=gen, dtype=torch.float32)
+    if kind == "weight":
+        fan_in = 1
+        for n in shape[1:]:
+            fan_in *= n
+        return noise / fan_in**0.5
+    if kind == "weight_fan_in_first":
+        return noise / shape[0] ** 0.5
+    if kind == "norm_weight":
+        return 1.0 + noise * 0.1
+    if kind == "norm_bias":
+        return noise * 0.1
+    return noise * 0.02  # bias, embedding
+
+
+def random_state_dict(s: TinySpec) -> dict:
+    """Seeded random tensors (:func:`seeded_tensor`) for checkpoint_layout(s).
 
     The VAE's ``quant_conv`` gives a constant log-variance ``s.vae_logvar`` (the second half
     of its output channels: zero weights, that bias), so the posterior's std is about 3e-7
@@ -344,24 +370,10 @@ def random_state_dict(s: TinySpec) -> dict:
     import torch
 
     position_ids = "cond_stage_model.transformer.text_model.embeddings.position_ids"
-    out = {}
-    for key, (shape, kind) in checkpoint_layout(s).items():
-        gen = torch.Generator().manual_seed(s.seed ^ zlib.crc32(key.encode()))
-        noise = torch.randn(shape, generator=gen, dtype=torch.float32)
-        if kind == "weight":
-            fan_in = 1
-            for n in shape[1:]:
-                fan_in *= n
-            tensor = noise / fan_in**0.5
-        elif kind == "bias":
-            tensor = noise * 0.02
-        elif kind == "norm_weight":
-            tensor = 1.0 + noise * 0.1
-        elif kind == "norm_bias":
-            tensor = noise * 0.1
-        else:  # embedding
-            tensor = noise * 0.02
-        out[key] = tensor.contiguous()
+    out = {
+        key: seeded_tensor(s.seed, key, shape, kind).contiguous()
+        for key, (shape, kind) in checkpoint_layout(s).items()
+    }
     z = s.latent_channels
     out["first_stage_model.quant_conv.weight"][z:] = 0.0
     out["first_stage_model.quant_conv.bias"][z:] = s.vae_logvar

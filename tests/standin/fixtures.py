@@ -57,6 +57,14 @@ def install_headless_gradio(force=False):
     return True
 
 
+def start_with_extension(host, script, mode="ui", with_app=False):
+    """The usual set-up of an extension test: ``import gradio`` falls back to the headless
+    stand-in, ``script`` is loaded, and ``host`` starts in ``mode``; returns the app or None."""
+    install_headless_gradio()
+    host.load_extension_script(script)
+    return host.start(mode=mode, with_app=with_app)
+
+
 def _uninstall_headless_gradio():
     """Fixture teardown: so that ``pytest.importorskip("gradio")`` skips in later tests."""
     if standin_gradio.is_headless(sys.modules.get("gradio", standin_gradio)):
