@@ -239,3 +239,54 @@ def test_fit_passes_batches_to_device_and_dtype():
         warnings.simplefilter("ignore")
         fit(synthetic_latents(4), enc, "pixel", dtype=torch.float64, device="cpu")
     assert seen and all(d == torch.float64 for d in seen)
+
+
+# --- the batch size when the caller does not choose one (issue: fit memory on CPU) ---
+
+
+def test_auto_batch_size_is_one_on_the_cpu():
+    from slb.fitting import auto_batch_size
+
+    for size in (64, 512, 1024):
+        assert auto_batch_size("cpu", size) == 1
+        assert auto_batch_size(None, size) == 1
+
+
+def test_auto_batch_size_on_cuda_follows_free_memory(monkeypatch):
+    from slb import fitting
+
+    free = {"bytes": 80e9}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda dev=None: (free["bytes"], 80e9))
+    # fp16 at 512 px: 2.5 GB an image against half of the free memory, at most 8
+    assert fitting.auto_batch_size("cuda", 512, torch.float16) == fitting.MAX_AUTO_BATCH
+    free["bytes"] = 12e9
+    assert fitting.auto_batch_size("cuda", 512, torch.float16) == 2  # 6 GB // 2.5 GB
+    assert fitting.auto_batch_size("cuda", 512, torch.float32) == 1  # 5 GB an image
+    assert fitting.auto_batch_size("cuda", 256, torch.float16) == 8  # a quarter of the pixels
+    free["bytes"] = 1e9
+    assert fitting.auto_batch_size("cuda", 512, torch.float16) == 1  # never below one
+
+
+def test_auto_batch_size_survives_a_failing_memory_query(monkeypatch):
+    from slb import fitting
+
+    def broken(dev=None):
+        raise RuntimeError("CUDA driver gone")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", broken)
+    assert fitting.auto_batch_size("cuda", 512) == 1
+
+
+@pytest.mark.parametrize(("chosen", "expected"), [(None, [1] * 5), (2, [2, 2, 1]), (5, [5])])
+def test_fit_keeps_an_explicit_batch_size_and_defaults_to_one_on_cpu(chosen, expected):
+    images = torch.rand(5, 3, 64, 64)
+    seen = []
+
+    def encode(batch):
+        seen.append(batch.shape[0])
+        return torch.nn.functional.avg_pool2d(batch, 8)[:, :3].repeat(1, 2, 1, 1)[:, :4]
+
+    fit(images, encode, "pixel", size=64, batch_size=chosen, device="cpu")
+    assert seen == expected
