@@ -3,7 +3,10 @@
 Requests alternate (plain, leak) seed by seed after one warm-up of each, so drift of a busy
 machine hits both sides alike; the ratio of the medians is printed. The tiny model makes a
 step far cheaper than a real UNet step, so this ratio overstates the leak's share of a real
-generation. The assertion only catches a gross slowdown.
+generation. The assertion only catches a gross slowdown, and only on an otherwise idle
+machine: alternating does not cancel bursts of another process that land on one side (2.72
+seen once with a second WebUI suite and a pip install sharing the two cores; 1.04 idle, 0.97
+with two busy loops, 0.65 with a disk writer in the background).
 """
 
 from __future__ import annotations
