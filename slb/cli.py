@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .cli_parser import build_parser
 from .files import atomic_write, check_new_file, check_writable_folder, printable
 from .fitting import fit
 from .generation import LeakPlan, plan_generation, resolve_reference
@@ -32,7 +33,6 @@ from .sampling import LeakSampler
 from .settings import MANUAL, LeakSettings, SettingsError
 
 REPO_STATS = Path(__file__).resolve().parents[1] / "stats"
-FAMILIES = ("sd1", "sd2", "sdxl", "unknown")
 
 
 class CliError(Exception):
@@ -332,15 +332,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from .cli_parser import build_parser
+COMMANDS = {
+    "info": cmd_info,
+    "import": cmd_import,
+    "sample": cmd_sample,
+    "preview": cmd_preview,
+    "fit": cmd_fit,
+    "merge": cmd_merge,
+    "demo": cmd_demo,
+}
 
+
+def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.presets_dir is None:
         args.presets_dir = [REPO_STATS]
     try:
-        return int(args.func(args))
+        return int(COMMANDS[args.command](args))
     except KeyboardInterrupt:
         _Progress.end()
         print("interrupted; nothing was saved", file=sys.stderr)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from . import __version__, cli
+from . import __version__
 from . import cli_args as types
 from .limits import (
     FIT_SIZE_RANGE,
@@ -24,6 +24,7 @@ from .limits import (
     MEAN_RANGE,
     STRENGTH_RANGE,
 )
+from .preset import MODEL_FAMILIES
 from .sampling import LF_MODES
 
 SEED_HELP = "0..2**64-1"
@@ -72,7 +73,7 @@ def _add_encoder_options(p: argparse.ArgumentParser, fit: bool) -> None:
     p.add_argument("--device", type=types.device,
                    default=torch.device("cuda" if torch.cuda.is_available() else "cpu"),
                    help="cpu, cuda, cuda:N or mps (default: cuda when available)")
-    p.add_argument("--model-family", choices=("auto", *cli.FAMILIES), default="auto",
+    p.add_argument("--model-family", choices=("auto", *MODEL_FAMILIES), default="auto",
                    help="latent space of the encoder (auto: from the --vae configuration; "
                    "required with --encoder)" if fit else "latent space for --colour and the "
                    "encoder (auto: the preset's, else sd1)")
@@ -92,16 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="summary and validation of a preset")
     p.add_argument("preset", help="preset file (.safetensors) or preset name")
-    p.set_defaults(func=cli.cmd_info)
 
     p = sub.add_parser("import", help="convert the paper's statistics directory to a preset")
     p.add_argument("dir", help="folder with stats.safetensors and statistic_type.txt")
     p.add_argument("name", help="name of the new preset")
     p.add_argument("--out-dir", default=".", help="where to write the preset (default: .)")
-    p.add_argument("--model-family", choices=cli.FAMILIES, default="unknown",
+    p.add_argument("--model-family", choices=MODEL_FAMILIES, default="unknown",
                    help="latent space the statistics were computed in")
     p.add_argument("--overwrite", action="store_true", help="replace an existing preset")
-    p.set_defaults(func=cli.cmd_import)
 
     p = sub.add_parser("sample", help="draw a leak and save it as .npy")
     _add_leak_options(p, shape_required=True)
@@ -110,7 +109,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="variation strength, 0..1 (default 0)")
     p.add_argument("--out", type=Path, required=True,
                    help="output file, written exactly there in .npy format")
-    p.set_defaults(func=cli.cmd_sample)
 
     p = sub.add_parser("preview", help="draw leaks and save them as a PNG (linear RGB approx.)")
     _add_leak_options(p, shape_required=False)
@@ -120,7 +118,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"enlargement of each latent pixel, 1..{MAX_PREVIEW_SCALE} (default 4); "
                    f"the image has at most {MAX_PREVIEW_PIXELS} pixels")
     p.add_argument("--out", type=Path, required=True, help="output .png file")
-    p.set_defaults(func=cli.cmd_preview)
 
     p = sub.add_parser("fit", help="fit a preset from an image folder with your own encoder")
     p.add_argument("folder", help="image folder, a .zip of images, or an http(s) URL of one "
@@ -145,16 +142,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "partial fit")
     p.add_argument("--partial", type=Path, help="write a mergeable partial fit to this file "
                    "instead of a preset (fit shards on several machines; see 'merge')")
-    p.set_defaults(func=cli.cmd_fit)
 
     p = sub.add_parser("merge", help="merge partial fits (from 'fit --partial') into a preset")
     p.add_argument("partials", nargs="+", help="partial fit files, each shard once")
     p.add_argument("--name", required=True, help="name of the new preset")
-    p.add_argument("--model-family", choices=cli.FAMILIES, default=None,
+    p.add_argument("--model-family", choices=MODEL_FAMILIES, default=None,
                    help="override the family recorded in the partial fits")
     p.add_argument("--out-dir", default=".", help="where to write the preset (default: .)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing preset")
-    p.set_defaults(func=cli.cmd_merge)
 
     p = sub.add_parser("demo", help="the Gaussian world: see the effect without any weights")
     p.add_argument("--out", type=Path, default=None,
@@ -167,5 +162,4 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"sampling steps, 1..{MAX_DEMO_STEPS} (default 30)")
     p.add_argument("--seed", type=types.seed, default=0, help=SEED_HELP)
     p.add_argument("--overwrite", action="store_true", help="replace an existing figure")
-    p.set_defaults(func=cli.cmd_demo)
     return parser
