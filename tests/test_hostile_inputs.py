@@ -743,3 +743,20 @@ def test_route_errors_are_4xx_with_a_message(client, case):
                     headers={"content-type": "application/json"})
     assert 400 <= r.status_code < 500, (r.status_code, r.text)
     assert message in r.json()["detail"], r.text
+
+
+@pytest.mark.gradio
+def test_fit_route_with_non_utf8_image_name_answers_200_and_saves(client, coco128, tmp_path):
+    """The route once saved the preset and then failed with HTTP 500 while serialising the
+    skipped file's name (not valid UTF-8): it answers 200, with the name escaped."""
+    import modules.paths as paths
+
+    folder = photo_folder(coco128, tmp_path / "imgs", 3)
+    with open(os.fsencode(folder) + b"/bad\xff.png", "wb") as fh:
+        fh.write(b"junk")
+    r = client.post("/signal-leak/v1/fit", json={"folder": str(folder), "name": "odd names",
+                                                 "kind": "pixel", "resolution": 64})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["images"] == 3 and [s["path"] for s in body["skipped"]] == ["bad\\xff.png"]
+    assert (Path(paths.models_path) / "signal_leak" / "odd names.safetensors").is_file()
