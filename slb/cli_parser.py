@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 
@@ -79,8 +80,16 @@ def _add_encoder_options(p: argparse.ArgumentParser, fit: bool) -> None:
                    "encoder (auto: the preset's, else sd1)")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Argument errors as one line on stderr, exit status 2, as every other CLI error (the
+    usage block argparse prints before them would bury the message); ``--help`` shows it."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m slb", description="Signal-leak bias presets: inspect, import, sample, "
         "preview and fit them outside the WebUI. Run it from the extension's folder (the "
         "checkout), where the 'slb' package is importable.")

@@ -52,12 +52,13 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 
 def cli_error(args: list[str], capsys) -> str:
-    """Run the CLI; it must fail with status 2 and one ``error:``/usage line, no traceback."""
+    """Run the CLI; it must fail with status 2 and end with one ``error:`` line: no traceback,
+    no usage block (progress lines may come before it)."""
     with _maybe_exit() as outcome:
         outcome.code = main(args)
     err = capsys.readouterr().err
     assert outcome.code == 2, err
-    assert "Traceback" not in err, err
+    assert "Traceback" not in err and "usage:" not in err, err
     lines = [line for line in err.splitlines() if line.strip()]
     last = lines[-1]
     assert last.startswith("error:") or ": error:" in last, err
@@ -361,6 +362,11 @@ CLI_CASES = {
                                       "{tmp}/missing/leak.npy"], "does not exist"),
     "sample out is a folder": (["sample", "manual", "--shape", "4,8,8", "--out", "{tmp}"],
                                "is a folder"),
+    "preview strength nan": (["preview", "manual", "--out", "{tmp}/p.png", "--strength", "nan"],
+                             "strength must lie"),
+    "preview mean inf": (["preview", "manual", "--out", "{tmp}/p.png", "--means", "0:inf"],
+                         "finite"),
+    "unknown command": (["bogus"], "invalid choice"),
     "preview count 0": (["preview", "manual", "--count", "0"], "count must lie"),
     "preview count 100000": (["preview", "manual", "--count", "100000"], "count must lie"),
     "preview scale 0": (["preview", "manual", "--scale", "0"], "scale must lie"),
