@@ -7,7 +7,7 @@ import html
 from pathlib import Path
 
 from slb.generation import LeakPlan, plan_generation
-from slb.library import PresetLibrary
+from slb.library import PresetLibrary, resolve_name
 from slb.preset import Preset, PresetError
 from slb.settings import MANUAL, LeakSettings, choice_name, mark_refused
 
@@ -59,9 +59,8 @@ class Presets:
     def find(self, name: str, family: str) -> Preset:
         """The preset ``name`` means for ``family`` (``X`` -> ``X-<family>`` when it exists);
         :class:`PresetError` says how to get a missing natural-image preset."""
-        resolved = self.library().resolve(name, family)
         try:
-            return self.library().get(resolved)
+            return self.library().get(name, family)
         except PresetError:
             if name == NATURAL:
                 raise PresetError(f"there is no preset natural-{family} yet: use 'Get the "
@@ -84,7 +83,7 @@ class Presets:
         name = choice_name(name or "")  # a marked dropdown entry means the preset itself
         if name == NATURAL:
             family = self.host.model_family(self.host.sd_model())
-            name = self.library().resolve(NATURAL, family)
+            name = resolve_name(entries, NATURAL, family)
             if name == NATURAL and not any(e.name == NATURAL for e in entries):
                 lines.append(f"<b>natural</b>: no natural-image preset for {family} yet: use "
                              "<i>Get the natural-image preset</i> in the Fit panel below.")

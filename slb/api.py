@@ -154,7 +154,7 @@ def sample_payload(body: object, library: PresetLibrary, model_family: str = "sd
     seed = settings.seed if settings.seed >= 0 else 0
     try:
         plan = plan_generation(settings,
-                               lambda name: library.get(library.resolve(name, model_family)),
+                               lambda name: library.get(name, model_family),
                                model_channels=shape[0], model_family=model_family,
                                allow_other_families=True)
         if plan.reason:

@@ -102,17 +102,27 @@ class PresetLibrary:
         return [e for e in self.entries() if not e.usable]
 
     def resolve(self, name: str, family: str) -> str:
-        """The file name a preset name means for a model of ``family``: ``X-<family>`` when
-        that preset exists (``natural`` -> ``natural-sdxl`` on an SDXL model), else ``X``."""
-        names = {e.name for e in self.entries()}
-        specific = f"{name}-{family}"
-        return specific if specific in names else name
+        """The file name a preset name means for a model of ``family`` (see
+        :func:`resolve_name`)."""
+        return resolve_name(self.entries(), name, family)
 
-    def get(self, name: str) -> Preset:
-        """The usable preset called ``name``; :class:`PresetError` says why not otherwise."""
-        for entry in self.entries():
+    def get(self, name: str, family: str | None = None) -> Preset:
+        """The usable preset called ``name`` (with ``family``: the one it means for that
+        family, :func:`resolve_name`, from the same scan); :class:`PresetError` says why
+        not otherwise."""
+        entries = self.entries()
+        if family is not None:
+            name = resolve_name(entries, name, family)
+        for entry in entries:
             if entry.name == name:
                 if entry.preset is None:
                     raise PresetError(f"preset {name!r} is unusable: {entry.reason}")
                 return entry.preset
         raise PresetError(f"no preset named {name!r} in {', '.join(map(str, self.folders))}")
+
+
+def resolve_name(entries: list[PresetEntry], name: str, family: str) -> str:
+    """``X-<family>`` when ``entries`` hold that preset (``natural`` -> ``natural-sdxl`` on
+    an SDXL model), else ``X``."""
+    specific = f"{name}-{family}"
+    return specific if any(e.name == specific for e in entries) else name
