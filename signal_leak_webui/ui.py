@@ -23,10 +23,17 @@ from slb.dct import lf_coefficients, lf_image, lowfreq_basis, lowfreq_coords
 from slb.files import printable
 from slb.generation import resolve_reference
 from slb.infotext import paste_value
-from slb.lowfreq import LowFreqError, colour_means, reference_hash
+from slb.lowfreq import GRADIENT_NAMES, LowFreqError, colour_means, reference_hash
 from slb.mixing import StartConvention, vp_target
 from slb.preset import PresetError
-from slb.settings import ARG_NAMES, MANUAL, MAX_CHANNELS, SettingsError, settings_from_args
+from slb.settings import (
+    ARG_NAMES,
+    GRADIENT_ARGS,
+    MANUAL,
+    MAX_CHANNELS,
+    SettingsError,
+    settings_from_args,
+)
 
 from .fit_panel import make_fit_button, make_natural_button
 from .hooks import LeakHooks
@@ -165,11 +172,12 @@ def build(script: object, hooks: LeakHooks, host_components: dict) -> list:
             gradient_controls = []
             for c in range(MAX_CHANNELS):
                 with gr.Row():
-                    for name, label in (("lr", "left-right gradient (+: brighter left)"),
-                                        ("tb", "top-bottom gradient (+: brighter top)")):
-                        fix_g = gr.Checkbox(label=f"Set channel {c} {label.split(' (')[0]}",
+                    for name, uv in GRADIENT_ARGS.items():
+                        brighter = "left" if uv == (0, 1) else "top"
+                        fix_g = gr.Checkbox(label=f"Set channel {c} {GRADIENT_NAMES[uv]}",
                                             value=False, elem_id=elem_id(f"fix_{name}_{c}"))
-                        value_g = gr.Slider(label=f"Channel {c} {label}", minimum=-3.0,
+                        value_g = gr.Slider(label=f"Channel {c} {GRADIENT_NAMES[uv]} (+: "
+                                            f"brighter {brighter})", minimum=-3.0,
                                             maximum=3.0, step=0.05, value=0.0,
                                             elem_id=elem_id(f"{name}_{c}"))
                         gradient_controls += [fix_g, value_g]

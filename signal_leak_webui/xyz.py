@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from modules import scripts
 
+from slb.lowfreq import GRADIENT_NAMES
 from slb.settings import GRADIENT_ARGS, MAX_CHANNELS
 
 from .presets import Presets
@@ -41,9 +42,9 @@ def _axes(xyz, presets: Presets) -> list:  # noqa: ANN001
         *[xyz.AxisOption(f"{XYZ_PREFIX}Channel {c} mean", float, _setter("means", c))
           for c in range(MAX_CHANNELS)],
         xyz.AxisOption(XYZ_PREFIX + "Leak seed", int, _setter("seed")),
-        *[xyz.AxisOption(f"{XYZ_PREFIX}Channel {c} {label}", float, _setter(name, c))
-          for c in range(MAX_CHANNELS)
-          for name, label in (("lr", "left-right gradient"), ("tb", "top-bottom gradient"))],
+        *[xyz.AxisOption(f"{XYZ_PREFIX}Channel {c} {GRADIENT_NAMES[uv]}", float,
+                         _setter(name, c))
+          for c in range(MAX_CHANNELS) for name, uv in GRADIENT_ARGS.items()],
     ]
 
 
