@@ -119,6 +119,26 @@ def summary_html(result: FitResult, path: Path) -> str:
             + (f"<ul>{skipped}{more}</ul>" if skipped else ""))
 
 
+def _button_fit(presets: Presets, body: dict, progress) -> tuple:  # noqa: ANN001
+    """A Fit panel button's work: the request ``body`` fitted and saved, then the new preset
+    selected (``natural`` for the natural-image preset: the alias the model resolves);
+    returns the dropdown update and the HTML result. Errors and Stop are messages."""
+    try:
+        req = parse_fit_request(body)
+        result, path = run_fit(presets, req, progress)
+    except (ApiError, PresetError, NoUsableImagesError, ValueError, OverflowError) as exc:
+        message = html.escape(printable(getattr(exc, "detail", exc)))
+        return gr.update(), f"<span class='error'>{message}</span>"
+    except FitInterrupted:
+        return gr.update(), "Stopped: nothing was saved."
+    shown = summary_html(result, path)
+    if req.natural:
+        shown += (f"<br>Selected <b>natural</b>: it resolves to {html.escape(path.stem)} for "
+                  "this model family.")
+    return (gr.update(choices=presets.dropdown_choices(),
+                      value="natural" if req.natural else req.name), shown)
+
+
 def make_fit_button(presets: Presets):  # noqa: ANN201
     """The Fit button's handler (to wrap in the host's GPU call wrapper)."""
 
@@ -126,21 +146,16 @@ def make_fit_button(presets: Presets):  # noqa: ANN201
                    crop: str, crop_seed: float, recursive: bool, overwrite: bool,
                    batch_size: float, progress: gr.Progress = gr.Progress()) -> tuple:
         try:
-            req = parse_fit_request({
+            body = {
                 "folder": str(folder or "").strip(), "name": str(name or "").strip(),
                 "kind": kind, "n_components": int(n_components),
                 "resolution": int(resolution or 0) or None,
                 "crop": "center" if crop == "center" else f"random:{int(crop_seed or 0)}",
                 "recursive": bool(recursive), "overwrite": bool(overwrite),
-                "batch_size": int(batch_size or 0) or None})
-            result, path = run_fit(presets, req, progress)
-        except (ApiError, PresetError, NoUsableImagesError, ValueError, OverflowError) as exc:
-            message = html.escape(printable(getattr(exc, "detail", exc)))
-            return gr.update(), f"<span class='error'>{message}</span>"
-        except FitInterrupted:
-            return gr.update(), "Stopped: nothing was saved."
-        return (gr.update(choices=presets.dropdown_choices(), value=req.name),
-                summary_html(result, path))
+                "batch_size": int(batch_size or 0) or None}
+        except (ValueError, OverflowError) as exc:  # a slider value int() cannot take
+            return gr.update(), f"<span class='error'>{html.escape(printable(exc))}</span>"
+        return _button_fit(presets, body, progress)
 
     return fit_button
 
@@ -151,18 +166,8 @@ def make_natural_button(presets: Presets):  # noqa: ANN201
 
     def natural_button(folder: str, overwrite: bool,
                        progress: gr.Progress = gr.Progress()) -> tuple:
-        try:
-            req = parse_fit_request({"folder": str(folder or "").strip(), "natural": True,
-                                     "overwrite": bool(overwrite)})
-            result, path = run_fit(presets, req, progress)
-        except (ApiError, PresetError, NoUsableImagesError, ValueError) as exc:
-            message = html.escape(printable(getattr(exc, "detail", exc)))
-            return gr.update(), f"<span class='error'>{message}</span>"
-        except FitInterrupted:
-            return gr.update(), "Stopped: nothing was saved."
-        return (gr.update(choices=presets.dropdown_choices(), value="natural"),
-                f"{summary_html(result, path)}<br>Selected <b>natural</b>: it resolves to "
-                f"{html.escape(path.stem)} for this model family.")
+        return _button_fit(presets, {"folder": str(folder or "").strip(), "natural": True,
+                                     "overwrite": bool(overwrite)}, progress)
 
     return natural_button
 
