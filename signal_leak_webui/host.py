@@ -20,12 +20,12 @@ import importlib.util
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
 from modules import devices, paths, sd_samplers_kdiffusion, sd_samplers_timesteps, shared
 
 from slb import host as lookups
 from slb.generation import AppliedMarks
+from slb.lowfreq import reference_pixels
 
 from .options import OPT_ALLOW, OPT_DIR, OPT_INNER
 
@@ -121,14 +121,9 @@ class A1111Host:
                      ) -> torch.Tensor:
         """An RGB PIL image as the model's scaled latent ``(C, height/8, width/8)``, cropped
         to the generation's aspect ratio (posterior mean where the host exposes it)."""
-        from PIL import Image, ImageOps
-
-        fitted = ImageOps.fit(image, (int(width), int(height)), Image.Resampling.BILINEAR)
-        pixels = torch.from_numpy(np.asarray(fitted, dtype=np.float32).copy())
-        batch = (pixels.permute(2, 0, 1)[None] / 127.5 - 1.0)
         encode, _ = self.vae_encoder(sd_model)
         with torch.no_grad():
-            return encode(batch)[0].float().cpu()
+            return encode(reference_pixels(image, width, height))[0].float().cpu()
 
     # --- sampling ------------------------------------------------------------------------
     def start_info(self, p: object) -> lookups.StartInfo:

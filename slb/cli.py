@@ -25,7 +25,7 @@ from .fitting import fit
 from .generation import LeakPlan, plan_generation, resolve_reference
 from .image_source import is_url, open_image_source
 from .limits import MAX_PREVIEW_PIXELS
-from .lowfreq import LowFreqError, decode_reference, reference_hash
+from .lowfreq import LowFreqError, decode_reference, reference_hash, reference_pixels
 from .paper_import import import_paper_dir
 from .partials import merge_partials, preset_from_partial, save_partial
 from .preset import PRESET_SUFFIX, Preset, PresetError, load_preset, save_preset, validate_name
@@ -100,7 +100,7 @@ def _sampler(args: argparse.Namespace, shape: tuple[int, int, int] | None) -> Le
 
 def _with_reference(args: argparse.Namespace, plan: LeakPlan, shape: tuple[int, int, int]
                     ) -> LeakPlan:
-    from PIL import Image, ImageOps
+    from PIL import Image
 
     if not (args.vae or args.encoder):
         raise CliError("--reference needs an encoder: --vae DIR or --encoder MODULE:FACTORY")
@@ -110,10 +110,8 @@ def _with_reference(args: argparse.Namespace, plan: LeakPlan, shape: tuple[int, 
     except (OSError, LowFreqError) as exc:
         raise CliError(f"--reference {printable(args.reference)}: {printable(exc)}") from None
     encode, _ = _load_encoder(args)
-    fitted = ImageOps.fit(image, (shape[2] * 8, shape[1] * 8), Image.Resampling.BILINEAR)
-    pixels = torch.from_numpy(np.asarray(fitted, dtype=np.float32).copy())
     with torch.no_grad():
-        latent = encode((pixels.permute(2, 0, 1)[None] / 127.5 - 1.0).to(args.device))
+        latent = encode(reference_pixels(image, shape[2] * 8, shape[1] * 8).to(args.device))
     return resolve_reference(plan, latent[0].float().cpu(), reference_hash(image))
 
 

@@ -191,6 +191,17 @@ def decode_reference(value: object) -> object:
     return image.convert("RGB")
 
 
+def reference_pixels(image: object, width: int, height: int) -> torch.Tensor:
+    """A reference image as the VAE's input for a ``width`` x ``height`` generation: cropped
+    to that aspect ratio, resized, a ``(1, 3, height, width)`` batch in [-1, 1]."""
+    from PIL import Image, ImageOps
+
+    from .images import to_tensor
+
+    fitted = ImageOps.fit(image, (int(width), int(height)), Image.Resampling.BILINEAR)
+    return to_tensor(fitted)[None]
+
+
 def reference_hash(image: object) -> str:
     """First 10 hex of the sha256 of the image's RGB pixels and size (cache key, infotext)."""
     import hashlib
