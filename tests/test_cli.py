@@ -117,3 +117,28 @@ def test_fit_vae_without_diffusers_says_so(tmp_path, capsys, monkeypatch):
 def test_bad_name_refused_before_any_work(tmp_path, capsys):
     assert main(["fit", str(tmp_path), "../evil", *ENC]) == 2
     assert "contains '/'" in capsys.readouterr().err
+
+
+def test_sample_with_components_and_a_reference_image(coco128, tmp_path):
+    """``sample --reference IMAGE``: the image is encoded (here with the try encoder) at the
+    leak's size and its DC and first gradients become the leak's; ``--components`` given
+    explicitly win over the reference's value for that component."""
+    import torch
+    from PIL import Image
+
+    from slb.bench import try_encoder
+    from slb.lowfreq import amplitudes, reference_components, reference_pixels
+
+    image = sorted(coco128.glob("*.jpg"))[0]
+    out = tmp_path / "ref.npy"
+    assert main(["sample", "manual", "--shape", "4,16,24", "--reference", str(image),
+                 "--encoder", "slb.bench:try_encoder", "--model-family", "sd1",
+                 "--components", "1:0,1=0.75", "--out", str(out)]) == 0
+    leak = torch.from_numpy(np.load(out))
+    with Image.open(image) as img, torch.no_grad():
+        latent = try_encoder()(reference_pixels(img.convert("RGB"), 24 * 8, 16 * 8))[0]
+    want = {k: min(3.0, max(-3.0, a)) for k, a in reference_components(latent, None).items()}
+    want[(1, 0, 1)] = 0.75
+    got = amplitudes(leak, list(want))
+    assert got == pytest.approx(want, abs=1e-4)
+    assert abs(got[(1, 0, 1)] - reference_components(latent, None)[(1, 0, 1)]) > 1e-3
