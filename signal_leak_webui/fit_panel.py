@@ -16,7 +16,7 @@ from modules import call_queue, devices, shared
 from slb.api import ApiError, FitRequest, parse_fit_request
 from slb.files import printable
 from slb.fitting import FitInterrupted, FitResult, fit
-from slb.image_source import SOURCE_ERRORS, SOURCE_STOPS, is_url, open_image_source
+from slb.image_source import SOURCE_ERRORS, SOURCE_STOPS, names_an_archive, open_image_source
 from slb.images import NoUsableImagesError
 from slb.preset import PRESET_SUFFIX, PresetError, save_preset
 
@@ -26,7 +26,7 @@ from .presets import Presets
 
 def _check_folder(req: FitRequest) -> None:
     """A folder must exist and be readable; zips and URLs are checked when opened."""
-    if is_url(req.folder) or req.folder.lower().endswith(".zip"):
+    if names_an_archive(req.folder):
         return
     folder = Path(req.folder).expanduser()
     if not folder.is_dir():

@@ -23,7 +23,7 @@ from .cli_parser import build_parser
 from .files import atomic_write, check_new_file, check_writable_folder, printable
 from .fitting import fit
 from .generation import LeakPlan, plan_generation, resolve_reference
-from .image_source import is_url, open_image_source
+from .image_source import names_an_archive, open_image_source
 from .limits import MAX_PREVIEW_PIXELS
 from .lowfreq import LowFreqError, decode_reference, reference_hash, reference_pixels
 from .paper_import import import_paper_dir
@@ -234,7 +234,7 @@ def family_from_vae_config(scaling_factor: float, latent_channels: int) -> str:
 
 def _check_fit_paths(args: argparse.Namespace) -> Path:
     folder = Path(args.folder)
-    archive = is_url(args.folder) or args.folder.lower().endswith(".zip")
+    archive = names_an_archive(args.folder)
     if not archive and not folder.is_dir():  # archives are checked when opened
         raise CliError(f"image folder {printable(folder)} "
                        f"{'is not a folder' if folder.exists() else 'does not exist'}")

@@ -64,6 +64,7 @@ __all__ = [
     "ImageSource",
     "ImageSourceError",
     "is_url",
+    "names_an_archive",
     "open_image_source",
 ]
 
@@ -83,6 +84,12 @@ def is_url(spec: object) -> bool:
     """Whether ``spec`` is meant as a URL (it has ``scheme://``; only http(s) are accepted
     later). A Windows path such as ``C:\\images`` is not a URL."""
     return isinstance(spec, str) and "://" in spec.strip()
+
+
+def names_an_archive(spec: str) -> bool:
+    """Whether ``spec`` names a zip or a URL rather than a folder: such sources are checked
+    when opened, a folder can be checked before any work."""
+    return is_url(spec) or spec.lower().endswith(".zip")
 
 
 class ImageSource:
