@@ -77,9 +77,16 @@ class A1111Host:
         return model if model is not None else shared.sd_model
 
     def ensure_model(self) -> object:
-        """The loaded model, loading it first where the host loads lazily (button and
-        route work that needs the VAE before any generation ran)."""
-        return self.sd_model()
+        """The checkpoint the user selected, loaded. Button and route work (fits, Preview,
+        ``/sample``, reference encodes) runs outside a generation, where the host may still
+        hold another model: A1111 keeps a request's ``sd_model_checkpoint`` override loaded
+        after restoring the option, and loads the selection again only at the next job
+        (A:modules/processing.py 828-836). Reloading is a no-op when they agree. The caller
+        holds the GPU queue (``call_queue.queue_lock``)."""
+        from modules import sd_models
+
+        model = sd_models.reload_model_weights()
+        return model if model is not None else self.sd_model()
 
     def model_loaded(self, sd_model: object) -> bool:
         """Whether ``sd_model`` is a real model (so a family check means something)."""
@@ -177,13 +184,14 @@ class ForgeHost(A1111Host):
     name = "Forge"
 
     def ensure_model(self) -> object:
-        # Forge loads the checkpoint on the first generation; until then shared.sd_model is
-        # a placeholder without a VAE (modules/sd_models.py FakeInitialModel)
-        model = self.sd_model()
-        if not self.model_loaded(model):
-            from modules import sd_models
+        # Forge loads lazily: a checkpoint switch (the dropdown, POST /sdapi/v1/options)
+        # only records the selection, and the old model stays loaded until the next
+        # generation; before the first one shared.sd_model is a placeholder without a VAE
+        # (modules/sd_models.py FakeInitialModel). forge_model_reload loads the selection
+        # and returns at once when it is already loaded (F:modules/sd_models.py 473-477).
+        from modules import sd_models
 
-            model, _ = sd_models.forge_model_reload()
+        model, _ = sd_models.forge_model_reload()
         return model
 
     def model_loaded(self, sd_model: object) -> bool:

@@ -65,15 +65,20 @@ def make_preview(hooks: LeakHooks):  # noqa: ANN201
     def preview(image_seed, width, height, *leak_args):  # noqa: ANN001, ANN202
         try:
             settings = settings_from_args([True, *leak_args])
-            sd_model = host.ensure_model()
-            plan = presets.plan(settings, sd_model)
-            if plan.reason:
-                return None, html.escape(plan.reason)
             w, h = int(width or 512), int(height or 512)
-            if plan.settings.reference is not None:
-                latent = host.encode_image(plan.settings.reference, w, h, sd_model)
-                plan = resolve_reference(plan, latent, reference_hash(plan.settings.reference))
-            channels = host.latent_channels(sd_model)
+            # the selected checkpoint (loaded first if the host still holds another) and
+            # its VAE are the generation's: never at the same time as one
+            with call_queue.queue_lock:
+                sd_model = host.ensure_model()
+                plan = presets.plan(settings, sd_model)
+                if plan.reason:
+                    return None, html.escape(plan.reason)
+                if plan.settings.reference is not None:
+                    latent = host.encode_image(plan.settings.reference, w, h, sd_model)
+                    plan = resolve_reference(plan, latent,
+                                             reference_hash(plan.settings.reference))
+                channels = host.latent_channels(sd_model)
+                family = host.model_family(sd_model)
             seed = int(image_seed) if image_seed is not None and int(image_seed) >= 0 else -1
             drawn = seed < 0
             if drawn:
@@ -88,7 +93,6 @@ def make_preview(hooks: LeakHooks):  # noqa: ANN201
             # carry large noise values) do not saturate and the two stay comparable
             shrink = max(1.0, float(torch.maximum(plain.abs().max(), start.abs().max())) / 2.0)
             plain, start = plain / shrink, start / shrink
-            family = host.model_family(sd_model)
             tiles = [host.decode_cheap(t, family) for t in (leak * settings.strength, plain, start)]
             which = f"random seed {seed} (the image seed is -1)" if drawn else f"seed {seed}"
             note = (f"{which}. <b>1</b> the leak; <b>2</b> the low frequencies the model reads "

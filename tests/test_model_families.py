@@ -198,3 +198,53 @@ def test_forge_host_loads_the_model_before_fitting_and_does_not_mark_presets_bef
                 Path(paths.models_path) / "signal_leak", "xl")
     assert mod.PRESETS.problem("xl") == ""  # nothing to check against yet
     assert "xl" in mod.PRESETS.dropdown_choices()
+
+
+# --- the selected checkpoint, not a stale one ---------------------------------------------------
+
+def test_a1111_host_reloads_the_selected_checkpoint_before_route_work(host, monkeypatch):
+    """A1111 keeps a request's ``sd_model_checkpoint`` override loaded after restoring the
+    option (A:modules/processing.py 828-859): work outside a generation first loads the
+    selection (``reload_model_weights``, a no-op when they agree), never the stale model."""
+    from types import SimpleNamespace
+
+    import modules.sd_models as sd_models
+    import modules.shared as shared
+
+    from signal_leak_webui.host import A1111Host
+
+    selected = SimpleNamespace(is_sdxl=True)
+    monkeypatch.setattr(shared, "sd_model", SimpleNamespace(is_sd1=True))
+    monkeypatch.setattr(sd_models, "reload_model_weights", lambda *a, **k: selected)
+    assert A1111Host().ensure_model() is selected
+
+
+def test_sample_route_and_preview_load_the_model_inside_the_gpu_queue(fresh_host, monkeypatch):
+    """Loading the selected checkpoint may take a while and swaps the host's model: the
+    ``/sample`` route and Preview ask for it holding ``call_queue.queue_lock`` (never beside
+    a generation), as fits already do."""
+    pytest.importorskip("fastapi")
+    import modules.call_queue as call_queue
+    from fastapi.testclient import TestClient
+    from standin.fixtures import start_with_extension
+
+    app = start_with_extension(fresh_host, SCRIPT, mode="api", with_app=True)
+    mod = next(m for m in fresh_host.modules if hasattr(m, "PRESETS"))
+    real, held = mod.PRESETS.host.ensure_model, []
+
+    def checking() -> object:
+        held.append(call_queue.queue_lock.locked())
+        return real()
+
+    monkeypatch.setattr(mod.PRESETS.host, "ensure_model", checking)
+    answer = TestClient(app).post("/signal-leak/v1/sample", json={"shape": [4, 8, 8],
+                                                                   "means": {"0": 1.0}})
+    assert answer.status_code == 200, answer.text
+    assert mod.HOOKS.host is mod.PRESETS.host
+    preview = mod.ui.make_preview(mod.HOOKS)
+    rest = [*[False, 0.0] * 8, False, "#808080", None]
+    image, note = preview(7, 64, 64, "manual (no preset)", 1.0, "sampled", True, 2.0,
+                          *[False, 0.0] * 3, -1, *rest)
+    assert image is not None, note
+    assert held == [True, True]
+    assert not call_queue.queue_lock.locked()
