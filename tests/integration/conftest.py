@@ -23,6 +23,9 @@ Environment:
   SLB_EXTENSION_DIR        folder linked in as the extension (default: this repository).
   SLB_WEBUI_START_TIMEOUT  seconds to wait for the API (default 300).
   SLB_WEBUI_KEEP_LOG       if set, copy the server log to this path at the end.
+  SLB_MODEL_CACHE          Forge: folder that keeps the built checkpoints between runs
+                           (reused while their builder is unchanged; default: none, they are
+                           built into the run's temporary folder).
 """
 
 from __future__ import annotations
@@ -44,12 +47,14 @@ from pathlib import Path
 import pytest
 from slb_webui import (
     BROKEN_PRESET,
+    FAMILY_MODELS,
     FORGE,
     HOST,
     SD1_CHECKPOINT,
     TEST_PRESETS,
     import_slb,
     mark_opt_in_suite,
+    on_model,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -320,19 +325,21 @@ def webui_setup(tmp_path_factory: pytest.TempPathFactory) -> WebUISetup:
     # the test probe (inactive unless a request names a folder); sorts after the extension
     probe = setup.data_dir / "extensions" / PROBE_NAME
     probe.symlink_to(HERE / "probe_extension", target_is_directory=True)
-    settings = dict(WEBUI_SETTINGS)
-    if not FORGE:  # several checkpoints: start with the SD 1.x one
-        settings["sd_model_checkpoint"] = SD1_CHECKPOINT
+    # several checkpoints: start with the SD 1.x one
+    settings = {**WEBUI_SETTINGS, "sd_model_checkpoint": SD1_CHECKPOINT}
+    if not FORGE:
         env["SLB_TEST_OPEN_CLIP_CONFIGS"] = str(setup.open_clip_configs)
     (setup.data_dir / "config.json").write_text(json.dumps(settings, indent=2))
 
-    # The tiny model is built by the WebUI's interpreter (it has torch, safetensors and
+    # The models are built by the WebUI's interpreter (it has torch, safetensors and
     # open-clip-torch's BPE file), so pytest's own interpreter needs none of them. Forge
-    # builds the text encoder and VAE from fixed SD 1.5 configs (and brings the tokenizer),
-    # so its checkpoint has a small UNet but full-size VAE and CLIP-L, and no yaml
-    # (forge_tiny_model.py; about 0.9 GB in the temporary folder).
+    # builds the text encoders and VAE from fixed full-size configs (and brings the
+    # tokenizers), so its checkpoints have a small UNet but full-size VAE and text encoders
+    # (forge_tiny_model.py: SD 1.5 0.9 GB, SDXL and its refiner 1.9 GB each in fp16, SD 2.x-v
+    # 1.1 GB), kept in SLB_MODEL_CACHE when it is set.
     if FORGE:
-        build_command = [setup.python, str(HERE / "forge_tiny_model.py"), str(setup.checkpoint)]
+        build_command = [setup.python, str(HERE / "forge_tiny_model.py"), "--suite",
+                         str(setup.model_dir)]
     else:
         build_command = [setup.python, str(HERE / "tiny_model.py"), str(setup.model_dir)]
     build = subprocess.run(
@@ -340,10 +347,11 @@ def webui_setup(tmp_path_factory: pytest.TempPathFactory) -> WebUISetup:
         env=env,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=1200,
     )
     if build.returncode != 0:
         pytest.fail(f"building the tiny model failed:\n{build.stdout}\n{build.stderr}")
+    print(f"\n[webui] models: {build.stdout.strip()}")
     if not FORGE:
         # the tiny SDXL and SD 2.x-v models, from sgm's and ldm's own classes (about 10 s)
         build = subprocess.run(
@@ -439,6 +447,28 @@ def presets(webui_server: WebUI) -> dict[str, str]:
         hashes[name] = preset.short_hash
     (folder / f"{BROKEN_PRESET}.safetensors").write_bytes(b"not a safetensors file")
     return hashes
+
+
+@pytest.fixture
+def select_model(webui_server: WebUI):  # noqa: ANN201
+    """``select_model(family)`` selects that family's checkpoint (``POST /sdapi/v1/options``,
+    as the UI's dropdown does) and returns the ``override_settings`` that run a request on
+    it. Routes work on the selected checkpoint (loading it if another one is loaded), so a
+    test that mixes generations and routes on one model selects it first: the two agree
+    and nothing reloads in between. SD 1.x is selected again afterwards."""
+    chosen = []
+
+    def select(family: str) -> dict:
+        checkpoint = FAMILY_MODELS[family][0]
+        webui_server.post("/sdapi/v1/options", {"sd_model_checkpoint": checkpoint})
+        title = webui_server.get("/sdapi/v1/options")["sd_model_checkpoint"]
+        assert title.startswith(checkpoint.rsplit(".", 1)[0]), title
+        chosen.append(family)
+        return on_model(family)
+
+    yield select
+    if chosen and chosen[-1] != "sd1":
+        webui_server.post("/sdapi/v1/options", {"sd_model_checkpoint": SD1_CHECKPOINT})
 
 
 @pytest.fixture

@@ -47,12 +47,20 @@ TEST_PRESETS = {
 }
 BROKEN_PRESET = "test-broken"  # not a safetensors file: listed as unusable, with the reason
 
-# Checkpoints the suite builds into models/Stable-diffusion (conftest.py). A1111 gets all
-# four; Forge only the SD 1.x one (forge_tiny_model.py).
+# Checkpoints the suite builds into models/Stable-diffusion (conftest.py): on A1111 small
+# models with their yaml (tiny_model.py, tiny_families.py); on Forge a small UNet with the
+# full-size VAE and text encoders Forge builds from fixed configs (forge_tiny_model.py).
 SD1_CHECKPOINT = "tiny.safetensors"
 SDXL_CHECKPOINT = "tiny-sdxl.safetensors"
 SDXL_REFINER_CHECKPOINT = "tiny-sdxl-refiner.safetensors"
 SD2V_CHECKPOINT = "tiny-sd2v.safetensors"
+# family -> (checkpoint, the `presets` fixture's preset of its latent space); SD 2.x shares
+# SD 1.x's VAE and latent space
+FAMILY_MODELS = {
+    "sd1": (SD1_CHECKPOINT, "test-sd1"),
+    "sdxl": (SDXL_CHECKPOINT, "test-sdxl"),
+    "sd2": (SD2V_CHECKPOINT, "test-sd1"),
+}
 
 # Options whose value changes what a request produces (see the module docstring). Forge
 # (dfdcbab6) has every one of them under the same name (modules/shared_options.py).
@@ -71,11 +79,15 @@ SETTINGS = {
     "grid_save": False,
     "enable_pnginfo": True,
     "sd_noise_schedule": "Default",  # "Zero Terminal SNR" changes every start
+    # several test checkpoints: every request names the one it runs on (the host loads it
+    # before the job, A:modules/processing.py:828-836, F:825-836); family tests override it
+    "sd_model_checkpoint": SD1_CHECKPOINT,
 }
-if not FORGE:
-    # A1111 has several test checkpoints: every request names the one it runs on (A1111
-    # loads it before the job, A:modules/processing.py:828-836); family tests override it
-    SETTINGS["sd_model_checkpoint"] = SD1_CHECKPOINT
+
+
+def on_model(family: str, settings: dict | None = None) -> dict:
+    """``override_settings`` that run a request on ``family``'s checkpoint."""
+    return {"sd_model_checkpoint": FAMILY_MODELS[family][0], **(settings or {})}
 
 
 def txt2img_request(leak: object = None, *, settings: dict | None = None, **fields: object

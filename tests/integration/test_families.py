@@ -1,21 +1,26 @@
-"""Other model families in the real A1111: a tiny SDXL (sgm) and a tiny SD 2.x v-prediction
-(ldm) checkpoint, each with its own yaml (tiny_families.py), and the SDXL refiner.
+"""Other model families in the real host: SDXL and SD 2.x v-prediction checkpoints, the SDXL
+refiner, fits with each family's VAE, and checkpoint switches.
 
-Each request names its checkpoint in ``override_settings`` (A1111 loads it before the job,
-A:modules/processing.py:828-836, and restores the option afterwards). The fit route works on
-the loaded model, so the fit tests switch with ``POST /sdapi/v1/options``; the module's
-fixture switches back to the SD 1.x model at the end.
+On A1111 the models are small sgm/ldm models with their own yaml (tiny_families.py); on
+Forge a small UNet with the full-size VAE and text encoders Forge builds from fixed configs
+(forge_tiny_model.py; SD 2.x-v with a yaml that says ``parameterization: v``). The sampler,
+SGM, hires and inpainting checks run for every family in test_txt2img.py/test_img2img.py.
 
-A1111 only: Forge builds SDXL's and SD 2.x's text encoders and VAE from fixed full-size
-configs (huggingface_guess), so a tiny checkpoint for them would hold the full-size CLIP-G
-(several GB); the suite builds none for Forge.
+Each request names its checkpoint in ``override_settings`` (the host loads it before the job,
+A:modules/processing.py:828-836, F:825-836, and restores the option afterwards, leaving that
+model loaded). The fit route works on the selected model, so the fit tests switch with
+``POST /sdapi/v1/options``; the module's fixture switches back to the SD 1.x model at the end.
 """
 
 from __future__ import annotations
 
+import base64
+import io
+
 import numpy as np
 import pytest
 from slb_webui import (
+    FAMILY_MODELS,
     FORGE,
     SD1_CHECKPOINT,
     SD2V_CHECKPOINT,
@@ -24,28 +29,26 @@ from slb_webui import (
     SEED,
     assert_design_start,
     image_bytes,
+    img2img_request,
     import_slb,
     info,
     infotexts,
+    init_image,
     load_probe,
+    on_model,
     pixels,
+    png_b64,
     probe_calls,
     sample_leak,
     txt2img_request,
     with_probe,
 )
 
-pytestmark = pytest.mark.skipif(
-    FORGE, reason="A1111 only: the suite builds tiny SDXL/SD 2.x checkpoints for A1111 alone "
-                  "(Forge builds their text encoders at full size)")
-
 # checkpoint -> (family the extension must detect, VAE scale factor, prediction)
 FAMILIES = {
     SDXL_CHECKPOINT: ("sdxl", 0.13025, "eps"),
     SD2V_CHECKPOINT: ("sd2", 0.18215, "v"),
 }
-# a preset of the model's latent space, written by the `presets` fixture (64x64, 8x8 latent)
-OWN_PRESET = {"sdxl": "test-sdxl", "sd2": "test-sd1"}
 
 
 def on(checkpoint: str, leak: object = None, settings: dict | None = None, **fields: object
@@ -66,19 +69,6 @@ def sd1_afterwards(webui_server):
     webui_server.post("/sdapi/v1/options", {"sd_model_checkpoint": SD1_CHECKPOINT})
 
 
-@pytest.fixture
-def loaded(webui_server, sd1_afterwards):
-    """``loaded(checkpoint)`` selects and loads a checkpoint through /sdapi/v1/options (for
-    routes that use the loaded model)."""
-
-    def load(checkpoint: str) -> None:
-        webui_server.post("/sdapi/v1/options", {"sd_model_checkpoint": checkpoint})
-        titles = webui_server.get("/sdapi/v1/options")["sd_model_checkpoint"]
-        assert titles.startswith(stem(checkpoint)), titles
-
-    return load
-
-
 @pytest.mark.parametrize("checkpoint", list(FAMILIES))
 def test_checkpoint_loads_and_gives_finite_images(webui_server, sd1_afterwards, probe,
                                                   checkpoint):
@@ -86,10 +76,15 @@ def test_checkpoint_loads_and_gives_finite_images(webui_server, sd1_afterwards, 
     answer = webui_server.post("/sdapi/v1/txt2img", with_probe(on(checkpoint), folder))
     assert info(answer)["sd_model_name"] == stem(checkpoint), info(answer)
     log = webui_server.log_text()
-    config = webui_server.model_dir / f"{stem(checkpoint)}.yaml"
-    assert "Loading weights [" in log and f"] from {webui_server.model_dir / checkpoint}\n" \
-        in log, webui_server.log_tail()
-    assert f"Creating model from config: {config}" in log, webui_server.log_tail()
+    if FORGE:  # F:modules/sd_models.py 479; backend/loader.py 479
+        assert f"Loading Model: {{'checkpoint_info': {{'filename': " \
+               f"'{webui_server.model_dir / checkpoint}'" in log, webui_server.log_tail()
+        assert "StateDict Keys: {'unet'" in log, webui_server.log_tail()
+    else:
+        config = webui_server.model_dir / f"{stem(checkpoint)}.yaml"
+        assert "Loading weights [" in log and \
+            f"] from {webui_server.model_dir / checkpoint}\n" in log, webui_server.log_tail()
+        assert f"Creating model from config: {config}" in log, webui_server.log_tail()
     samples = load_probe(folder, "samples_0")
     assert samples.shape == (1, 4, 8, 8) and np.isfinite(samples).all()
     image = pixels(answer)
@@ -138,37 +133,13 @@ def test_sd2_shares_sd1s_latent_space_and_refuses_sdxl(webui_server, presets, sd
     assert not np.array_equal(pixels(sd1), pixels(plain))
 
 
-@pytest.mark.parametrize("sampler", ["Euler", "DDIM"])
 @pytest.mark.parametrize("checkpoint", list(FAMILIES))
-def test_sampler_gets_the_designed_start(webui_server, presets, sd1_afterwards, probe,
-                                         checkpoint, sampler):
-    """DESIGN 6 on SDXL (eps) and SD 2.x (v): both use SD's linear schedule (SDXL's
-    LegacyDDPMDiscretization, A:modules/sd_models_xl.py:99-100; SD2 from its yaml), and a
-    v-model's start is scaled like an eps-model's. Euler: ``eps + L/sigma0`` with sigma0 =
-    14.6146; DDIM: ``sqrt(abar_T) L + sqrt(1 - abar_T) eps`` at T = 751 (4 steps)."""
-    family = FAMILIES[checkpoint][0]
-    preset = OWN_PRESET[family]
-    starts, answers = {}, {}
-    for name, leak in (("plain", None), ("leak", {"preset": preset})):
-        folder = probe(name)
-        answers[name] = webui_server.post("/sdapi/v1/txt2img", with_probe(
-            on(checkpoint, leak, sampler_name=sampler, steps=4), folder))
-        starts[name] = load_probe(folder, "noise_first_0")[0]
-        assert probe_calls(folder) == ["first 0"]
-    text = infotexts(answers["leak"])[0]
-    assert f"Signal leak: {preset}," in text and "not applied" not in text, text
-    assert not np.array_equal(pixels(answers["leak"]), pixels(answers["plain"]))
-
-    leak = sample_leak(webui_server, preset, SEED)
-    assert_design_start(starts["leak"], leak, starts["plain"], sampler, f"{family} {sampler}")
-
-
-@pytest.mark.parametrize("checkpoint", list(FAMILIES))
-def test_fit_route_with_the_models_vae(webui_server, presets, loaded, tmp_path, checkpoint):
+def test_fit_route_with_the_models_vae(webui_server, presets, select_model, tmp_path,
+                                       checkpoint):
     """``POST fit`` at 64 px on the loaded SDXL / SD 2.x model: the preset records that
     family and that VAE's scale factor, and generations on that model use it."""
     family, scale, _ = FAMILIES[checkpoint]
-    loaded(checkpoint)
+    select_model(family)
     folder = tmp_path / "generated"
     folder.mkdir()
     answer = webui_server.post("/sdapi/v1/txt2img", on(checkpoint, batch_size=4, steps=2))
@@ -194,9 +165,10 @@ def test_fit_route_with_the_models_vae(webui_server, presets, loaded, tmp_path, 
     assert float(preset.metadata["scale_factor"]) == pytest.approx(scale, rel=1e-6)
     assert preset.metadata["vae"].startswith("checkpoint:")
     # A1111's SD 2.x (ldm) VAE gives the posterior, whose mean is used; its SDXL (sgm) VAE
-    # wrapper returns a posterior sample (sgm autoencoder.py:319-321, HOST-NOTES 5)
-    if family == "sd2":
-        assert preset.metadata["encode"] == "mean"
+    # wrapper and Forge's VAE return a posterior sample (sgm autoencoder.py:319-321,
+    # HOST-NOTES 5)
+    assert preset.metadata["encode"] == ("mean" if family == "sd2" and not FORGE
+                                         else "sample")
 
     plain = webui_server.post("/sdapi/v1/txt2img", on(checkpoint))
     used = webui_server.post("/sdapi/v1/txt2img", on(checkpoint, {"preset": name}))
@@ -214,10 +186,11 @@ def test_fit_route_with_the_models_vae(webui_server, presets, loaded, tmp_path, 
 
 def test_sdxl_refiner_switch_leaves_the_leak_in_the_first_models_start(
         webui_server, presets, sd1_afterwards, probe):
-    """A1111 switches to the refiner inside the sampling loop (apply_refiner from the CFG
-    denoiser, A:modules/sd_samplers_common.py:158-203): the model is swapped, the conds are
-    rebuilt, and sampling continues from the current latent. process_before_every_sampling
-    is not called again, so the leak is in the first model's start only."""
+    """The host switches to the refiner inside the sampling loop (apply_refiner from the CFG
+    denoiser, A:modules/sd_samplers_common.py:158-203, F:166-210 through Forge's
+    checkpoint_change and forge_model_reload): the model is swapped, the conds are rebuilt,
+    and sampling continues from the current latent. process_before_every_sampling is not
+    called again, so the leak is in the first model's start only."""
     refiner = {"refiner_checkpoint": SDXL_REFINER_CHECKPOINT, "refiner_switch_at": 0.5}
     runs = {}
     for name, leak in (("plain", None), ("leak", {"preset": "test-sdxl"})):
@@ -239,3 +212,111 @@ def test_sdxl_refiner_switch_leaves_the_leak_in_the_first_models_start(
 
     leak = sample_leak(webui_server, "test-sdxl", SEED)
     assert_design_start(runs["leak"][1], leak, runs["plain"][1], "Euler", "refiner first pass")
+
+
+def host_encodes(server, probe, family: str, images: list[bytes]) -> np.ndarray:
+    """The host's own scaled VAE latents of ``images`` (64x64 PNGs), independent of the
+    extension: img2img's init latent, which the host encodes and scales in its processing
+    code (A:modules/processing.py 1727-1744, F:1708-1725), saved by the probe."""
+    latents = []
+    for index, data in enumerate(images):
+        folder = probe(f"encode-{family}-{index}")
+        request = img2img_request(settings=on_model(family))
+        request["init_images"] = [base64.b64encode(data).decode("ascii")]
+        assert server.post("/sdapi/v1/img2img", with_probe(request, folder))["images"]
+        latents.append(load_probe(folder, "init_before_0")[0])
+    return np.stack(latents).astype(np.float64)
+
+
+@pytest.mark.parametrize("family", list(FAMILY_MODELS))
+def test_fit_statistics_equal_the_hosts_own_vae_encode(webui_server, select_model, probe,
+                                                       tmp_path, family):
+    """A ``pixel`` fit's per-element mean and variance equal those of the host's own encode of
+    the same images (img2img's init latent: the host's VAE and scale factor, not the
+    extension's encode path). A missing, wrong or doubled scale factor changes the ratio of
+    the spreads by that factor; the tolerance is float32 rounding and the VAE posterior's
+    noise (std ~3e-7)."""
+    checkpoint, _ = FAMILY_MODELS[family]
+    select_model(family)
+    answer = webui_server.post("/sdapi/v1/txt2img", on(checkpoint, batch_size=4, steps=2))
+    images = [image_bytes(answer, index) for index in range(4)]
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for index, data in enumerate(images):
+        (folder / f"image{index}.png").write_bytes(data)
+    name = f"stats-{family}"
+    fitted = webui_server.post("/signal-leak/v1/fit", {
+        "folder": str(folder), "name": name, "kind": "pixel", "resolution": 64,
+        "overwrite": True})
+    assert fitted["images"] == 4 and fitted["model_family"] == family, fitted
+
+    import_slb()
+    from slb.preset import load_preset
+
+    preset = load_preset(webui_server.presets_dir / f"{name}.safetensors")
+    mean = preset.tensors["mean"].double().numpy()
+    var = preset.tensors["var"].double().numpy()
+    latents = host_encodes(webui_server, probe, family, images)
+    own_mean, own_var = latents.mean(axis=0), latents.var(axis=0, ddof=1)
+    spread = float(np.sqrt(var.mean() / own_var.mean()))
+    print(f"[{family}] fit vs the host's encode: spread ratio {spread:.6f}, max |mean diff| "
+          f"{np.abs(mean - own_mean).max():.2e} (latent std {np.sqrt(own_var.mean()):.3f})")
+    assert spread == pytest.approx(1.0, abs=1e-4)
+    assert np.abs(mean - own_mean).max() < 1e-4 * max(1.0, np.abs(own_mean).max())
+    assert np.abs(var - own_var).max() < 1e-4 * max(1.0, own_var.max())
+
+
+def leave_loaded(server, loaded_family: str, selected_family: str) -> None:
+    """Select ``selected_family``'s checkpoint while ``loaded_family``'s stays loaded: a
+    generation on ``loaded_family`` (a request override: the host loads it, then restores
+    the option), then ``POST /sdapi/v1/options``. Forge only records a selection (it loads at
+    the next generation); A1111 keeps the override's model until the next job."""
+    server.post("/sdapi/v1/txt2img", on(FAMILY_MODELS[loaded_family][0]))
+    server.post("/sdapi/v1/options",
+                {"sd_model_checkpoint": FAMILY_MODELS[selected_family][0]})
+
+
+@pytest.mark.parametrize(("stale", "selected"), [("sd1", "sdxl"), ("sdxl", "sd1")])
+def test_work_right_after_a_switch_uses_the_selected_checkpoint(
+        webui_server, sd1_afterwards, tmp_path, stale, selected):
+    """Fits, ``/sample`` name resolution and reference encodes started while another model
+    is still loaded use the checkpoint the user selected, not the stale one (issue: with
+    SDXL loaded, switch to SD 1.x and fit at once: the preset said ``sdxl``)."""
+    reference = png_b64(init_image()[::-1])
+
+    def reference_leak() -> np.ndarray:
+        answer = webui_server.post("/signal-leak/v1/sample", {
+            "preset": "manual (no preset)", "reference_image": reference,
+            "shape": [4, 8, 8], "seed": SEED, "format": "npy"})
+        return np.load(io.BytesIO(base64.b64decode(answer["data"])))
+
+    settled = {}
+    for family in (stale, selected):
+        leave_loaded(webui_server, family, family)
+        settled[family] = reference_leak()
+    assert np.abs(settled[stale] - settled[selected]).max() > 1e-3, \
+        "both models' VAEs give the same latent: this test could not fail"
+
+    leave_loaded(webui_server, stale, selected)
+    assert np.array_equal(reference_leak(), settled[selected])
+
+    # the natural-name alias X -> X-<family> follows the selected model too
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for index, picture in enumerate((init_image(), init_image()[::-1], init_image()[:, ::-1])):
+        (folder / f"image{index}.png").write_bytes(base64.b64decode(png_b64(picture)))
+    leave_loaded(webui_server, stale, selected)
+    fitted = webui_server.post("/signal-leak/v1/fit", {
+        "folder": str(folder), "name": f"switched-{selected}", "resolution": 64,
+        "overwrite": True})
+    assert fitted["model_family"] == selected, fitted
+
+    import_slb()
+    from slb.preset import load_preset
+
+    preset = load_preset(webui_server.presets_dir / f"switched-{selected}.safetensors")
+    scale = {"sd1": 0.18215, "sdxl": 0.13025}[selected]
+    assert float(preset.metadata["scale_factor"]) == pytest.approx(scale, rel=1e-6)
+    leave_loaded(webui_server, stale, selected)
+    alias = sample_leak(webui_server, "switched", SEED)
+    assert np.array_equal(alias, sample_leak(webui_server, f"switched-{selected}", SEED))

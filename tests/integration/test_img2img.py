@@ -10,7 +10,9 @@ comparisons are made inside one request with the probe extension.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from slb_webui import (
+    FAMILY_MODELS,
     SEED,
     SIZE,
     img2img_request,
@@ -33,7 +35,9 @@ def test_img2img_leak_changes_the_result(webui_server, presets):
     assert change.mean() > 1.0
 
 
-def test_inpainting_leaves_the_kept_region_untouched(webui_server, presets, probe):
+@pytest.mark.parametrize("family", list(FAMILY_MODELS))
+def test_inpainting_leaves_the_kept_region_untouched(webui_server, presets, select_model, probe,
+                                                     family):
     """The kept (unmasked) region's latent is untouched; checked three ways.
 
     1. Exactly, inside one request (probe): the init latent after our hook equals, bit for
@@ -51,15 +55,16 @@ def test_inpainting_leaves_the_kept_region_untouched(webui_server, presets, prob
        than inside; the exact checks are 1 and 2. With the overlay on (the WebUI's
        default) the pixels outside the mask are exactly the same.
     """
+    settings, preset = select_model(family), FAMILY_MODELS[family][1]
     mask = right_half_mask()
     runs = {}
-    for name, leak in (("plain", None), ("leak", LEAK)):
+    for name, leak in (("plain", None), ("leak", {"preset": preset})):
         folder = probe(name)
-        answer = webui_server.post("/sdapi/v1/img2img",
-                                   with_probe(img2img_request(leak, mask=mask), folder))
+        answer = webui_server.post("/sdapi/v1/img2img", with_probe(
+            img2img_request(leak, mask=mask, settings=settings), folder))
         runs[name] = {"answer": answer, **{key: load_probe(folder, f"{key}_0") for key in (
             "init_before", "init_after", "samples", "mask")}}
-    assert "Signal leak: test-sd1" in infotexts(runs["leak"]["answer"])[0]
+    assert f"Signal leak: {preset}" in infotexts(runs["leak"]["answer"])[0]
 
     # 1. inside the request with the leak
     run = runs["leak"]
@@ -87,9 +92,9 @@ def test_inpainting_leaves_the_kept_region_untouched(webui_server, presets, prob
     assert inside > 1.0
     assert outside < 0.75 * inside
     overlaid = {}
-    for name, leak in (("plain", None), ("leak", LEAK)):
+    for name, leak in (("plain", None), ("leak", {"preset": preset})):
         overlaid[name] = pixels(webui_server.post("/sdapi/v1/img2img", img2img_request(
-            leak, mask=mask, settings={"overlay_inpaint": True})))
+            leak, mask=mask, settings={**settings, "overlay_inpaint": True})))
     left = slice(0, SIZE // 2)
     assert np.array_equal(overlaid["leak"][:, left], overlaid["plain"][:, left])
     assert not np.array_equal(overlaid["leak"], overlaid["plain"])

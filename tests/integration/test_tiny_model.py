@@ -21,7 +21,7 @@ FORGE_CHECK = r"""
 import sys
 sys.path.insert(0, sys.argv[1])
 import forge_tiny_model
-forge_tiny_model.verify(sys.argv[2], sys.argv[3])
+forge_tiny_model.verify(sys.argv[2], sys.argv[3], sys.argv[4])
 print("verified")
 """
 
@@ -92,12 +92,24 @@ def test_checkpoint_keys_match_ldm_model(webui_setup):
     assert result["comma"] == 267
 
 
-def test_checkpoint_keys_match_forge_modules(webui_setup):
+# Forge's checkpoints: file -> (builder family, the model_list class Forge must detect)
+FORGE_MODELS = {
+    "tiny.safetensors": ("sd1", "SD15"),
+    "tiny-sdxl.safetensors": ("sdxl", "SDXL"),
+    "tiny-sd2v.safetensors": ("sd2v", "SD20"),
+}
+
+
+@pytest.mark.parametrize("checkpoint", list(FORGE_MODELS))
+def test_checkpoint_keys_match_forge_modules(webui_setup, checkpoint):
+    """huggingface_guess detects each family, and every component's keys and shapes equal
+    those of the module Forge builds for it (forge_tiny_model.verify)."""
     if not webui_setup.forge:
         pytest.skip("Forge only (huggingface_guess and Forge's own modules)")
+    family, detected = FORGE_MODELS[checkpoint]
     run = subprocess.run(
-        [webui_setup.python, "-c", FORGE_CHECK, str(HERE), str(webui_setup.checkpoint),
-         str(webui_setup.webui_dir)],
+        [webui_setup.python, "-c", FORGE_CHECK, str(HERE),
+         str(webui_setup.model_dir / checkpoint), str(webui_setup.webui_dir), family],
         cwd=webui_setup.webui_dir,
         env=webui_setup.env,
         capture_output=True,
@@ -106,7 +118,10 @@ def test_checkpoint_keys_match_forge_modules(webui_setup):
     )
     assert run.returncode == 0, (run.stdout[-2000:], run.stderr[-4000:])
     print(run.stdout.strip())
-    assert "detected: SD15" in run.stdout
-    for part in ("unet", "vae", "text_encoder"):
-        assert f"{part}: " in run.stdout and "match Forge's module" in run.stdout
+    assert f"detected: {detected} " in run.stdout
+    parts = {"sd1": ("text_encoder",), "sdxl": ("text_encoder", "text_encoder_2"),
+             "sd2v": ("text_encoder",)}[family]
+    for part in ("unet", "vae", *parts):
+        assert f"\n{part}: " in run.stdout, run.stdout
+    assert run.stdout.count("match Forge's module") == 2 + len(parts)
     assert run.stdout.strip().endswith("verified")

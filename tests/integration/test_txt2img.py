@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from slb_webui import (
+    FAMILY_MODELS,
     FORGE,
     MANUAL,
     SD_SIGMA_MAX,
@@ -21,6 +22,7 @@ from slb_webui import (
     infotexts,
     load_probe,
     pixels,
+    probe_calls,
     sample_leak,
     txt2img_request,
     with_probe,
@@ -163,49 +165,58 @@ def test_incompatible_preset_is_refused_with_its_reason(webui_server, presets, p
 
 
 @pytest.mark.parametrize("sampler", ["Euler", "DPM++ 2M", "DDIM", "UniPC"])
-def test_sampler_gets_the_designed_start(webui_server, presets, probe, sampler):
+@pytest.mark.parametrize("family", list(FAMILY_MODELS))
+def test_sampler_gets_the_designed_start(webui_server, presets, select_model, probe, family,
+                                         sampler):
     """Each sampler runs with the leak, and the tensor it is handed is DESIGN 6's start:
     k-diffusion samplers ``eps + L/sigma0`` (sigma0 = the schedule's first sigma, the SD
     maximum 14.6146 for these schedules); timestep samplers ``sqrt(abar_T) L +
-    sqrt(1 - abar_T) eps`` at their first timestep T (UniPC: 999)."""
+    sqrt(1 - abar_T) eps`` at their first timestep T (UniPC: 999). On SD 1.x, SDXL (SD's
+    linear schedule: LegacyDDPMDiscretization, A:modules/sd_models_xl.py:99-100) and SD 2.x
+    v-prediction (a v-model's start is scaled like an eps-model's)."""
+    settings, preset = select_model(family), FAMILY_MODELS[family][1]
     starts = {}
     answers = {}
-    for name, leak in (("plain", None), ("leak", {"preset": "test-sd1"})):
+    for name, leak in (("plain", None), ("leak", {"preset": preset})):
         folder = probe(name)
         answers[name] = webui_server.post("/sdapi/v1/txt2img", with_probe(
-            txt2img_request(leak, sampler_name=sampler, steps=4), folder))
+            txt2img_request(leak, settings=settings, sampler_name=sampler, steps=4), folder))
         starts[name] = load_probe(folder, "noise_first_0")[0]
+        assert probe_calls(folder) == ["first 0"]
     text = infotexts(answers["leak"])[0]
-    assert "Signal leak: test-sd1," in text and "not applied" not in text, text
+    assert f"Signal leak: {preset}," in text and "not applied" not in text, text
     assert not np.array_equal(pixels(answers["leak"]), pixels(answers["plain"]))
 
-    leak = sample_leak(webui_server, "test-sd1", SEED)
-    assert_design_start(starts["leak"], leak, starts["plain"], sampler, sampler)
+    leak = sample_leak(webui_server, preset, SEED)
+    assert_design_start(starts["leak"], leak, starts["plain"], sampler, f"{family} {sampler}")
 
 
 @pytest.mark.parametrize("sampler", ["Euler", "DPM++ 2M"])
-def test_sgm_noise_multiplier_start(webui_server, presets, probe, sampler):
+@pytest.mark.parametrize("family", list(FAMILY_MODELS))
+def test_sgm_noise_multiplier_start(webui_server, presets, select_model, probe, family,
+                                    sampler):
     """With the "SGM noise multiplier" option on, k-diffusion samplers scale their start by
     ``sqrt(1 + sigma0^2)`` instead of ``sigma0`` (A1111 sd_samplers_kdiffusion; Forge
     predictor.noise_scaling with max_denoise), so DESIGN 6's start is
     ``(L + sigma0 eps) / sqrt(1 + sigma0^2)``: ``a = 1/sqrt(1+sigma0^2)``,
     ``b = sigma0/sqrt(1+sigma0^2)``, hence ``a^2 + b^2 = 1`` and ``b/a = sigma0``."""
-    settings = {"sgm_noise_multiplier": True}
+    settings = {**select_model(family), "sgm_noise_multiplier": True}
+    preset = FAMILY_MODELS[family][1]
     starts = {}
     answers = {}
-    for name, leak in (("plain", None), ("leak", {"preset": "test-sd1"})):
+    for name, leak in (("plain", None), ("leak", {"preset": preset})):
         folder = probe(name)
         answers[name] = webui_server.post("/sdapi/v1/txt2img", with_probe(
             txt2img_request(leak, settings=settings, sampler_name=sampler, steps=4), folder))
         starts[name] = load_probe(folder, "noise_first_0")[0]
     text = infotexts(answers["leak"])[0]
-    assert "Signal leak: test-sd1," in text and "not applied" not in text, text
+    assert f"Signal leak: {preset}," in text and "not applied" not in text, text
     assert "SGM noise multiplier: True" in text, text
     assert not np.array_equal(pixels(answers["leak"]), pixels(answers["plain"]))
 
-    leak = sample_leak(webui_server, "test-sd1", SEED)
+    leak = sample_leak(webui_server, preset, SEED)
     a, b, residual = fit_start(starts["leak"], leak, starts["plain"])
-    print(f"[{sampler} SGM] start = {a:.6f} * L + {b:.6f} * eps (residual {residual:.2e})")
+    print(f"[{family} {sampler} SGM] start = {a:.6f} * L + {b:.6f} * eps (residual {residual:.2e})")
     assert residual < 1e-5
     assert a * a + b * b == pytest.approx(1.0, rel=1e-4)
     assert b / a == pytest.approx(SD_SIGMA_MAX, rel=1e-4)
@@ -214,25 +225,28 @@ def test_sgm_noise_multiplier_start(webui_server, presets, probe, sampler):
     assert b == pytest.approx(SD_SIGMA_MAX / norm, rel=1e-4)
 
 
-def test_hires_fix_runs_and_leaves_the_second_pass_alone(webui_server, presets, probe):
+@pytest.mark.parametrize("family", list(FAMILY_MODELS))
+def test_hires_fix_runs_and_leaves_the_second_pass_alone(webui_server, presets, select_model,
+                                                         probe, family):
+    settings, preset = select_model(family), FAMILY_MODELS[family][1]
     hires = hires_fields()
     runs = {}
-    for name, leak in (("plain", None), ("leak", {"preset": "test-sd1"})):
+    for name, leak in (("plain", None), ("leak", {"preset": preset})):
         folder = probe(name)
-        answer = webui_server.post("/sdapi/v1/txt2img",
-                                   with_probe(txt2img_request(leak, **hires), folder))
+        answer = webui_server.post("/sdapi/v1/txt2img", with_probe(
+            txt2img_request(leak, settings=settings, **hires), folder))
         runs[name] = (answer, load_probe(folder, "noise_first_0"),
                       load_probe(folder, "noise_hr_0"))
     answer = runs["leak"][0]
     assert pixels(answer).shape == (128, 128, 3)
     text = infotexts(answer)[0]
-    assert "Signal leak: test-sd1" in text and "Hires upscale: 2" in text, text
+    assert f"Signal leak: {preset}" in text and "Hires upscale: 2" in text, text
     assert not np.array_equal(pixels(answer), pixels(runs["plain"][0]))
     assert not np.array_equal(runs["leak"][1], runs["plain"][1]), "first pass without leak"
     assert np.array_equal(runs["leak"][2], runs["plain"][2]), "the hires pass got a leak"
     # the first pass got the leak exactly once (Forge calls the hooks three times in a
     # hires job): Euler's start is eps + L/sigma0
-    leak = sample_leak(webui_server, "test-sd1", SEED)
+    leak = sample_leak(webui_server, preset, SEED)
     assert_design_start(runs["leak"][1][0], leak, runs["plain"][1][0], "Euler", "hires first pass")
 
 

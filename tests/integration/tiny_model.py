@@ -49,6 +49,15 @@ class TinySpec:
     # checkpoint of forge_tiny_model.py may leave it out)
     middle_attention: bool = True
     num_heads: int = 2
+    # Transformer blocks per input res block and per output block (default: one wherever
+    # the level's downsampling factor is in attention_resolutions, as ldm's UNetModel does)
+    # and in the middle block. Forge's detection matches SDXL on the input list.
+    transformer_depth: tuple[int, ...] | None = None
+    transformer_depth_output: tuple[int, ...] | None = None
+    transformer_depth_middle: int = 1
+    linear_proj: bool = False  # proj_in/proj_out as Linear (SD 2.x, SDXL) or 1x1 conv
+    context_dim: int | None = None  # cross-attention context width (default text_hidden)
+    adm_in_channels: int | None = None  # SDXL's vector conditioning (label_emb)
     # VAE: four levels, so the latent is 8x smaller than the image
     vae_ch: int = 32
     vae_ch_mult: tuple[int, ...] = (1, 1, 1, 1)
@@ -191,27 +200,55 @@ def _unet_resblock(k: _Keys, p: str, c_in: int, c_out: int, emb: int) -> None:
         k.conv(f"{p}.skip_connection", c_in, c_out, 1)
 
 
-def _unet_transformer(k: _Keys, p: str, c: int, context: int) -> None:
+def _unet_transformer(k: _Keys, p: str, c: int, context: int, depth: int = 1,
+                      linear: bool = False) -> None:
     k.norm(f"{p}.norm", c)
-    k.conv(f"{p}.proj_in", c, c, 1)
-    b = f"{p}.transformer_blocks.0"
-    for attn, ctx in (("attn1", c), ("attn2", context)):
-        k.linear(f"{b}.{attn}.to_q", c, c, bias=False)
-        k.linear(f"{b}.{attn}.to_k", ctx, c, bias=False)
-        k.linear(f"{b}.{attn}.to_v", ctx, c, bias=False)
-        k.linear(f"{b}.{attn}.to_out.0", c, c)
-    k.linear(f"{b}.ff.net.0.proj", c, 4 * c * 2)  # GEGLU
-    k.linear(f"{b}.ff.net.2", 4 * c, c)
-    for i in (1, 2, 3):
-        k.norm(f"{b}.norm{i}", c)
-    k.conv(f"{p}.proj_out", c, c, 1)
+    if linear:
+        k.linear(f"{p}.proj_in", c, c)
+    else:
+        k.conv(f"{p}.proj_in", c, c, 1)
+    for d in range(depth):
+        b = f"{p}.transformer_blocks.{d}"
+        for attn, ctx in (("attn1", c), ("attn2", context)):
+            k.linear(f"{b}.{attn}.to_q", c, c, bias=False)
+            k.linear(f"{b}.{attn}.to_k", ctx, c, bias=False)
+            k.linear(f"{b}.{attn}.to_v", ctx, c, bias=False)
+            k.linear(f"{b}.{attn}.to_out.0", c, c)
+        k.linear(f"{b}.ff.net.0.proj", c, 4 * c * 2)  # GEGLU
+        k.linear(f"{b}.ff.net.2", 4 * c, c)
+        for i in (1, 2, 3):
+            k.norm(f"{b}.norm{i}", c)
+    if linear:
+        k.linear(f"{p}.proj_out", c, c)
+    else:
+        k.conv(f"{p}.proj_out", c, c, 1)
+
+
+def transformer_depths(s: TinySpec) -> tuple[list[int], list[int]]:
+    """Transformer blocks per input res block and per output block, in block order."""
+    factors = [2**level for level in range(len(s.channel_mult))]  # downsampling per level
+    inputs = [int(ds in s.attention_resolutions) for ds in factors
+              for _ in range(s.num_res_blocks)]
+    outputs = [int(ds in s.attention_resolutions) for ds in reversed(factors)
+               for _ in range(s.num_res_blocks + 1)]
+    return (list(s.transformer_depth) if s.transformer_depth is not None else inputs,
+            list(s.transformer_depth_output) if s.transformer_depth_output is not None
+            else outputs)
 
 
 def unet_keys(s: TinySpec) -> _Keys:
     k = _Keys()
-    mc, emb, ctx = s.model_channels, 4 * s.model_channels, s.text_hidden
+    mc, emb = s.model_channels, 4 * s.model_channels
+    ctx = s.context_dim or s.text_hidden
+    depths_in, depths_out = transformer_depths(s)
+    if len(depths_in) != len(s.channel_mult) * s.num_res_blocks or \
+            len(depths_out) != len(s.channel_mult) * (s.num_res_blocks + 1):
+        raise ValueError("transformer depths do not match the UNet's blocks")
     k.linear("time_embed.0", mc, emb)
     k.linear("time_embed.2", emb, emb)
+    if s.adm_in_channels:
+        k.linear("label_emb.0.0", s.adm_in_channels, emb)
+        k.linear("label_emb.0.2", emb, emb)
     k.conv("input_blocks.0.0", s.latent_channels, mc, 3)
     skips, ch, ds, block = [mc], mc, 1, 1
     last = len(s.channel_mult) - 1
@@ -219,8 +256,9 @@ def unet_keys(s: TinySpec) -> _Keys:
         for _ in range(s.num_res_blocks):
             _unet_resblock(k, f"input_blocks.{block}.0", ch, mult * mc, emb)
             ch = mult * mc
-            if ds in s.attention_resolutions:
-                _unet_transformer(k, f"input_blocks.{block}.1", ch, ctx)
+            depth = depths_in.pop(0)
+            if depth:
+                _unet_transformer(k, f"input_blocks.{block}.1", ch, ctx, depth, s.linear_proj)
             skips.append(ch)
             block += 1
         if level != last:
@@ -230,7 +268,8 @@ def unet_keys(s: TinySpec) -> _Keys:
             block += 1
     _unet_resblock(k, "middle_block.0", ch, ch, emb)
     if s.middle_attention:
-        _unet_transformer(k, "middle_block.1", ch, ctx)
+        _unet_transformer(k, "middle_block.1", ch, ctx, s.transformer_depth_middle,
+                          s.linear_proj)
         _unet_resblock(k, "middle_block.2", ch, ch, emb)
     block = 0
     for level in reversed(range(len(s.channel_mult))):
@@ -239,8 +278,9 @@ def unet_keys(s: TinySpec) -> _Keys:
             _unet_resblock(k, f"output_blocks.{block}.0", ch + skips.pop(), mult * mc, emb)
             ch = mult * mc
             sub = 1
-            if ds in s.attention_resolutions:
-                _unet_transformer(k, f"output_blocks.{block}.1", ch, ctx)
+            depth = depths_out.pop(0)
+            if depth:
+                _unet_transformer(k, f"output_blocks.{block}.1", ch, ctx, depth, s.linear_proj)
                 sub = 2
             if level and i == s.num_res_blocks:
                 k.conv(f"output_blocks.{block}.{sub}.conv", ch, ch, 3)
@@ -361,6 +401,24 @@ def seeded_tensor(seed: int, key: str, shape: tuple[int, ...], kind: str):
     return noise * 0.02  # bias, embedding
 
 
+def random_tensors(layout: dict[str, tuple[tuple[int, ...], str]], seed: int,
+                   dtype: object = None) -> dict:
+    """Seeded random tensors (:func:`seeded_tensor`) for a key layout, each converted to
+    ``dtype`` as soon as it is drawn (a multi-GB model never exists twice in memory)."""
+    out = {}
+    for key, (shape, kind) in layout.items():
+        tensor = seeded_tensor(seed, key, shape, kind).contiguous()
+        out[key] = tensor if dtype is None else tensor.to(dtype)
+    return out
+
+
+def fix_vae_logvar(sd: dict, prefix: str, latent_channels: int, logvar: float) -> None:
+    """Zero weights and a ``logvar`` bias on the second half of ``quant_conv``'s output: the
+    VAE posterior's log-variance is the constant ``logvar``."""
+    sd[f"{prefix}quant_conv.weight"][latent_channels:] = 0.0
+    sd[f"{prefix}quant_conv.bias"][latent_channels:] = logvar
+
+
 def random_state_dict(s: TinySpec) -> dict:
     """Seeded random tensors (:func:`seeded_tensor`) for checkpoint_layout(s).
 
@@ -370,13 +428,8 @@ def random_state_dict(s: TinySpec) -> dict:
     import torch
 
     position_ids = "cond_stage_model.transformer.text_model.embeddings.position_ids"
-    out = {
-        key: seeded_tensor(s.seed, key, shape, kind).contiguous()
-        for key, (shape, kind) in checkpoint_layout(s).items()
-    }
-    z = s.latent_channels
-    out["first_stage_model.quant_conv.weight"][z:] = 0.0
-    out["first_stage_model.quant_conv.bias"][z:] = s.vae_logvar
+    out = random_tensors(checkpoint_layout(s), s.seed)
+    fix_vae_logvar(out, "first_stage_model.", s.latent_channels, s.vae_logvar)
     out[position_ids] = torch.arange(s.text_positions, dtype=torch.int64).unsqueeze(0)
     return out
 
