@@ -43,7 +43,7 @@ def natural_request(presets: Presets, req: FitRequest) -> FitRequest:
     the request names a resolution), named natural-<family>, from the Settings URL unless a
     source is given."""
     host = presets.host
-    family = host.model_family(host.ensure_model())
+    family = host.model_facts(host.ensure_model()).family
     source = req.folder or str(host.option(OPT_NATURAL_URL, NATURAL_URL) or NATURAL_URL)
     return replace(req, folder=source, name=req.name or f"natural-{family}", kind="dct+pixel",
                    n_components=3, recursive=True)
@@ -61,10 +61,11 @@ def run_fit(presets: Presets, req: FitRequest, progress=None) -> tuple[FitResult
     if target.exists() and not req.overwrite:
         raise ApiError(409, f"preset {req.name!r} already exists; enable overwrite to replace it")
     sd_model = host.ensure_model()
-    if host.prediction(sd_model) == "flow":
+    facts = host.model_facts(sd_model)
+    if facts.prediction == "flow":
         raise ApiError(422, "the loaded model is a flow-matching model: it starts from pure "
                        "noise, so there is no signal leak to fit")
-    size = req.resolution or host.native_resolution(sd_model)
+    size = req.resolution or facts.native_resolution
     encode, mode = host.vae_encoder(sd_model)
     shared.state.job = "Signal leak fit"
     shared.state.textinfo = f"Fitting {req.name}"

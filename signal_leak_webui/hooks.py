@@ -18,7 +18,6 @@ from slb.infotext import KEY, remove_entries
 from slb.lowfreq import reference_hash
 from slb.settings import SettingsError, settings_from_args
 
-from .host import FLOW_REASON
 from .options import TITLE
 from .presets import Presets
 
@@ -59,9 +58,7 @@ class LeakHooks:
             return  # an LF swap would recolour each detected face (see the setting)
         try:
             sd_model = self.host.sd_model(p)
-            plan = self.presets.plan(settings, sd_model)
-            if not plan.reason and self.host.prediction(sd_model) == "flow":
-                plan = LeakPlan(plan.settings, plan.preset, FLOW_REASON)
+            plan = self.presets.plan(settings, self.host.model_facts(sd_model))
             if not plan.reason and plan.settings.reference is not None:
                 plan = self._with_reference(p, plan, sd_model)
         except Exception as exc:  # a generation never fails because of us
@@ -104,13 +101,18 @@ class LeakHooks:
         noise = kwargs.get("noise", kwargs.get("x"))
         if not isinstance(noise, torch.Tensor):
             return
-        if self.host.already_applied(p, noise):
+        if noise.dim() != 4:
+            self.not_applied(p, plan, f"the model's latents have shape {tuple(noise.shape)}, "
+                             "not (batch, channels, height, width)")
+            return
+        sampling = self.host.sampling_start(p, noise)
+        if sampling.base is None:
             return  # the host called us twice for one sampling: apply once
         if plan.preset is not None and noise.shape[1] != plan.preset.channels:
             self.not_applied(p, plan, f"preset {plan.label} has {plan.preset.channels} latent "
                              f"channels; the model's latents have {noise.shape[1]}")
             return
-        info = self.host.start_info(p)
+        info = sampling.info
         if info.convention is None:
             self.not_applied(p, plan, info.reason)
             return
@@ -118,7 +120,7 @@ class LeakHooks:
             self.not_applied(p, plan, f"no effect: {info.sampler}'s schedule starts with no "
                              f"signal (sigma {info.convention.sigma0:.4g})")
             return
-        base = self.host.base_noise(p, noise)
+        base = sampling.base
         start = self.engine.txt2img_start(
             base, plan, info.convention, list(p.seeds), getattr(p, "iteration", 0),
             getattr(p, "batch_size", len(p.seeds)), list(getattr(p, "subseeds", []) or []),

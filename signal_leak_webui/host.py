@@ -1,17 +1,26 @@
-"""The host adapter: every lookup into the running WebUI goes through one object.
+"""The host adapter: the one interface (:class:`Host`) through which the glue reaches into
+the running WebUI, and one implementation per host.
 
-:func:`detect` returns an :class:`A1111Host` or a :class:`ForgeHost`. Forge is recognised
-the way Forge identifies itself: its ``modules_forge`` package (which holds
-``forge_version``). The maths of each lookup lives in :mod:`slb.host` (plain objects, no
-WebUI import); this module only knows where each host keeps things (HOST-NOTES 2-5, 13):
+:func:`detect` picks the implementation the way each host identifies itself: Forge and its
+descendants ship ``modules_forge`` (with ``forge_version``), whose ``version`` is ``"neo"`` in
+Forge Neo; a host without it is AUTOMATIC1111. The maths of each lookup lives in
+:mod:`slb.host` (plain objects, no WebUI import); this module only knows where each host
+keeps things (HOST-NOTES 2-5, 13, 14). A generation asks twice, and the answers flow one
+way: :meth:`Host.model_facts` before planning (family, prediction, latent channels, scale
+factor, native size), :meth:`Host.sampling_start` before sampling (the start convention and
+the noise to mix into), and :meth:`Host.write_start` hands the start back.
 
-- the sampler's start (k-diffusion sigma0 and the SGM multiplier, or a timestep sampler's
-  first alphas_cumprod; Forge: from its live predictor, so Zero Terminal SNR is seen);
-- the model family, prediction type (flow models: no leak), latent channels, scale factor
-  and native size; the VAE encoder for fitting;
-- where the txt2img start is written: A1111 edits the sampler's tensor in place (and marks
-  it, so a second hook call is a no-op); Forge hands inference-mode tensors, which have no
-  version counter and must not be edited, and reads ``p.modified_noise`` instead.
+Where the hosts differ:
+- the sampler's start: k-diffusion sigma0 and the SGM multiplier, or a timestep sampler's
+  first alphas_cumprod; Forge-family hosts read it from the live predictor, so Zero Terminal
+  SNR is seen;
+- the model: A1111's flags and attributes; Forge's ``forge_objects`` (VAE scale factor,
+  predictor; flow models have no leak to correct);
+- loading: A1111 reloads the selected checkpoint eagerly except after a request override;
+  Forge only at the next generation;
+- the txt2img start: A1111 edits the sampler's tensor in place (and marks it, so a second
+  hook call is a no-op); Forge hands inference-mode tensors, which must not be edited, and
+  reads ``p.modified_noise`` instead.
 """
 
 from __future__ import annotations
@@ -19,21 +28,58 @@ from __future__ import annotations
 import importlib.util
 import os
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from modules import devices, paths, sd_samplers_kdiffusion, sd_samplers_timesteps, shared
 
 from slb import host as lookups
 from slb.generation import AppliedMarks
+from slb.host import FLOW_REASON, ModelFacts, SamplingStart
 from slb.lowfreq import reference_pixels
 
 from .options import OPT_ALLOW, OPT_DIR, OPT_INNER
 
-FLOW_REASON = "flow-matching models start from pure noise"
+__all__ = ["FLOW_REASON", "A1111Host", "ForgeHost", "Host", "NeoHost", "detect"]
+
+
+class Host(Protocol):
+    """What the glue needs of a WebUI host."""
+
+    name: str
+
+    # settings and places
+    def option(self, key: str, default: object = None) -> object: ...
+    def user_presets_dir(self) -> Path: ...
+    def allow_other_families(self) -> bool: ...
+    def inner_pass(self, p: object) -> bool: ...
+    def interrupted(self) -> bool: ...
+
+    @property
+    def device(self) -> torch.device: ...
+
+    @property
+    def vae_dtype(self) -> torch.dtype: ...
+
+    # the model
+    def sd_model(self, p: object = None) -> object: ...
+    def ensure_model(self) -> object: ...
+    def model_facts(self, sd_model: object) -> ModelFacts: ...
+    def model_metadata(self, sd_model: object) -> dict: ...
+    def vae_encoder(self, sd_model: object) -> tuple: ...
+    def encode_image(self, image: object, width: int, height: int, sd_model: object
+                     ) -> torch.Tensor: ...
+
+    # sampling
+    def sampling_start(self, p: object, noise: torch.Tensor) -> SamplingStart: ...
+    def write_start(self, p: object, noise: torch.Tensor, start: torch.Tensor) -> None: ...
+
+    # previews
+    def decode_cheap(self, latent: torch.Tensor, family: str) -> object: ...
 
 
 class A1111Host:
-    """AUTOMATIC1111 WebUI v1.10.x."""
+    """AUTOMATIC1111 WebUI v1.10.x; the shared code of every host."""
 
     name = "AUTOMATIC1111"
 
@@ -88,6 +134,15 @@ class A1111Host:
         model = sd_models.reload_model_weights()
         return model if model is not None else self.sd_model()
 
+    def model_facts(self, sd_model: object) -> ModelFacts:
+        """Everything planning needs of ``sd_model``, read once."""
+        prediction = self.prediction(sd_model)
+        return ModelFacts(family=self.model_family(sd_model), prediction=prediction,
+                          latent_channels=lookups.latent_channels(sd_model),
+                          scale_factor=self.scale_factor(sd_model),
+                          native_resolution=lookups.native_resolution(sd_model, prediction),
+                          loaded=self.model_loaded(sd_model))
+
     def model_loaded(self, sd_model: object) -> bool:
         """Whether ``sd_model`` is a real model (so a family check means something)."""
         return sd_model is not None
@@ -95,17 +150,11 @@ class A1111Host:
     def model_family(self, sd_model: object) -> str:
         return lookups.model_family(sd_model)
 
-    def latent_channels(self, sd_model: object) -> int:
-        return lookups.latent_channels(sd_model)
-
     def prediction(self, sd_model: object) -> str:
         """``eps``, ``v`` or ``flow``."""
         if getattr(sd_model, "is_sd3", False):
             return "flow"
         return "v" if getattr(sd_model, "parameterization", "eps") == "v" else "eps"
-
-    def native_resolution(self, sd_model: object) -> int:
-        return lookups.native_resolution(sd_model, self.prediction(sd_model))
 
     def scale_factor(self, sd_model: object) -> float:
         return lookups.scale_factor(sd_model)
@@ -117,8 +166,8 @@ class A1111Host:
             vae_file = getattr(sd_vae, "loaded_vae_file", None)
         except ImportError:  # pragma: no cover - hosts without that module
             vae_file = None
-        return {"model_family": self.model_family(sd_model),
-                "scale_factor": self.scale_factor(sd_model),
+        facts = self.model_facts(sd_model)
+        return {"model_family": facts.family, "scale_factor": facts.scale_factor,
                 "vae": lookups.vae_name(sd_model, vae_file=vae_file)}
 
     def vae_encoder(self, sd_model: object) -> tuple:
@@ -133,8 +182,14 @@ class A1111Host:
             return encode(reference_pixels(image, width, height))[0].float().cpu()
 
     # --- sampling ------------------------------------------------------------------------
+    def sampling_start(self, p: object, noise: torch.Tensor) -> SamplingStart:
+        """How this sampling scales its start (DESIGN 6) and the noise to mix the leak into
+        (``base`` None: this very sampling already carries it)."""
+        if self.already_applied(p, noise):
+            return SamplingStart(lookups.StartInfo(None, lookups.sampler_name(p.sampler)), None)
+        return SamplingStart(self.start_info(p), self.base_noise(p, noise))
+
     def start_info(self, p: object) -> lookups.StartInfo:
-        """How this generation's sampler scales its start (DESIGN 6)."""
         sd_model = self.sd_model(p)
         if self.prediction(sd_model) == "flow":
             return lookups.StartInfo(None, lookups.sampler_name(p.sampler), FLOW_REASON)
@@ -151,6 +206,9 @@ class A1111Host:
         """Whether this very tensor already carries our leak (a repeated hook call)."""
         return self._marks.is_marked(self._key(p), noise)
 
+    def base_noise(self, p: object, noise: torch.Tensor) -> torch.Tensor:
+        return noise
+
     def write_start(self, p: object, noise: torch.Tensor, start: torch.Tensor) -> None:
         """A1111 hands the sampler the very tensor it passed us: edit it in place."""
         with torch.no_grad():
@@ -160,9 +218,6 @@ class A1111Host:
     @staticmethod
     def _key(p: object) -> tuple:
         return id(p), getattr(p, "iteration", 0)
-
-    def base_noise(self, p: object, noise: torch.Tensor) -> torch.Tensor:
-        return noise
 
     # --- previews ------------------------------------------------------------------------
     def decode_cheap(self, latent: torch.Tensor, family: str) -> object:
@@ -249,8 +304,26 @@ class ForgeHost(A1111Host):
         p._slb_written = start
 
 
-def detect() -> A1111Host:
+class NeoHost(ForgeHost):
+    """Forge Neo (the ``neo`` branch of Haoming02/sd-webui-forge-classic)."""
+
+    name = "Forge Neo"
+
+
+def forge_version() -> str | None:
+    """``modules_forge.forge_version.version`` of a Forge-family host, else None."""
+    if importlib.util.find_spec("modules_forge") is None:
+        return None
+    try:
+        from modules_forge import forge_version
+    except ImportError:
+        return ""
+    return str(getattr(forge_version, "version", ""))
+
+
+def detect() -> Host:
     """The adapter for the running host."""
-    if importlib.util.find_spec("modules_forge") is not None:
-        return ForgeHost()
-    return A1111Host()
+    version = forge_version()
+    if version is None:
+        return A1111Host()
+    return NeoHost() if version == "neo" else ForgeHost()

@@ -7,11 +7,12 @@ import html
 from pathlib import Path
 
 from slb.generation import LeakPlan, plan_generation
+from slb.host import ModelFacts
 from slb.library import PresetLibrary, resolve_name
 from slb.preset import Preset, PresetError
 from slb.settings import MANUAL, LeakSettings, choice_name, mark_refused
 
-from .host import A1111Host
+from .host import Host
 
 EXTENSION_DIR = Path(__file__).resolve().parents[1]
 NATURAL = "natural"  # alias: natural-<family of the loaded model>
@@ -20,7 +21,7 @@ NATURAL = "natural"  # alias: natural-<family of the loaded model>
 class Presets:
     """The library for the current folders, rebuilt when the user folder setting changes."""
 
-    def __init__(self, host: A1111Host) -> None:
+    def __init__(self, host: Host) -> None:
         self.host = host
         self._library: PresetLibrary | None = None
 
@@ -36,24 +37,24 @@ class Presets:
         names = [e.name for e in self.library().usable()]
         return [MANUAL, NATURAL, *(n for n in names if n != NATURAL)]
 
-    def problem(self, name: str, sd_model: object = None) -> str:
+    def problem(self, name: str, facts: ModelFacts | None = None) -> str:
         """Why preset ``name`` would not be applied to the loaded model, or ``""``."""
         if name in (MANUAL, ""):
             return ""
-        sd_model = sd_model if sd_model is not None else self.host.sd_model()
-        if not self.host.model_loaded(sd_model):
+        facts = facts if facts is not None else self.host.model_facts(self.host.sd_model())
+        if not facts.loaded:
             return ""  # nothing to check against before the host loads its model
-        return self.plan(LeakSettings(enabled=True, preset=name), sd_model).reason
+        return self.plan(LeakSettings(enabled=True, preset=name), facts).reason
 
     def dropdown_choices(self) -> list[str]:
         """The dropdown's entries: presets the loaded model would refuse are marked (Gradio
         3.41's dropdown shows its values, so the mark is part of the value; the settings
         parser strips it, see ``slb.settings.choice_name``)."""
         try:
-            sd_model = self.host.sd_model()
+            facts = self.host.model_facts(self.host.sd_model())
         except Exception:  # no model loaded yet: nothing to check against
             return self.choices()
-        return [mark_refused(name) if name != NATURAL and self.problem(name, sd_model)
+        return [mark_refused(name) if name != NATURAL and self.problem(name, facts)
                 else name for name in self.choices()]
 
     def find(self, name: str, family: str) -> Preset:
@@ -68,13 +69,15 @@ class Presets:
                                   "/signal-leak/v1/fit with natural: true)") from None
             raise
 
-    def plan(self, settings: LeakSettings, sd_model: object) -> LeakPlan:
-        """The plan for ``sd_model``, with the user's family setting (DESIGN 7.7)."""
-        family = self.host.model_family(sd_model)
-        return plan_generation(settings, lambda name: self.find(name, family),
-                               model_channels=self.host.latent_channels(sd_model),
-                               model_family=family,
+    def plan(self, settings: LeakSettings, facts: ModelFacts) -> LeakPlan:
+        """The plan for the model ``facts`` describe, with the user's family setting
+        (DESIGN 7.7); a model with no leak to correct (flow matching) gets none."""
+        plan = plan_generation(settings, lambda name: self.find(name, facts.family),
+                               model_channels=facts.latent_channels, model_family=facts.family,
                                allow_other_families=self.host.allow_other_families())
+        if not plan.reason and facts.reason:
+            return LeakPlan(plan.settings, plan.preset, facts.reason)
+        return plan
 
     def summary(self, name: str) -> str:
         """HTML: the chosen preset's summary line, then any unusable files with their reason."""
@@ -82,7 +85,7 @@ class Presets:
         lines = []
         name = choice_name(name or "")  # a marked dropdown entry means the preset itself
         if name == NATURAL:
-            family = self.host.model_family(self.host.sd_model())
+            family = self.host.model_facts(self.host.sd_model()).family
             name = resolve_name(entries, NATURAL, family)
             if name == NATURAL and not any(e.name == NATURAL for e in entries):
                 lines.append(f"<b>natural</b>: no natural-image preset for {family} yet: use "

@@ -44,7 +44,7 @@ def register(presets: Presets, app: object) -> None:
     def sample_in_thread(body: object) -> dict:
         try:
             with call_queue.queue_lock:  # may load the selected checkpoint first
-                family = presets.host.model_family(presets.host.ensure_model())
+                family = presets.host.model_facts(presets.host.ensure_model()).family
             return sample_payload(body, presets.library(), family, encode_reference)
         except ApiError as exc:
             raise fail(exc) from None

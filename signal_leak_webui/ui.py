@@ -70,15 +70,15 @@ def make_preview(hooks: LeakHooks):  # noqa: ANN201
             # its VAE are the generation's: never at the same time as one
             with call_queue.queue_lock:
                 sd_model = host.ensure_model()
-                plan = presets.plan(settings, sd_model)
+                facts = host.model_facts(sd_model)
+                plan = presets.plan(settings, facts)
                 if plan.reason:
                     return None, html.escape(plan.reason)
                 if plan.settings.reference is not None:
                     latent = host.encode_image(plan.settings.reference, w, h, sd_model)
                     plan = resolve_reference(plan, latent,
                                              reference_hash(plan.settings.reference))
-                channels = host.latent_channels(sd_model)
-                family = host.model_family(sd_model)
+                channels, family = facts.latent_channels, facts.family
             seed = int(image_seed) if image_seed is not None and int(image_seed) >= 0 else -1
             drawn = seed < 0
             if drawn:
@@ -126,7 +126,7 @@ def make_colour_preview(hooks: LeakHooks):  # noqa: ANN201
         try:
             fixed = {c: float(mean_args[2 * c + 1]) for c in range(MAX_CHANNELS)
                      if mean_args[2 * c]}
-            family = hooks.host.model_family(hooks.host.sd_model())
+            family = hooks.host.model_facts(hooks.host.sd_model()).family
             means, shown = colour_means(colour, family, fixed)
         except (LowFreqError, ValueError, TypeError) as exc:
             return html.escape(str(exc))

@@ -25,6 +25,27 @@ MODEL_RANGE_SAMPLERS = ("DPM fast", "DPM adaptive")
 FULL_RANGE_TIMESTEP_SAMPLERS = ("UniPC",)
 
 
+FLOW_REASON = "flow-matching models start from pure noise"
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What planning needs to know of the model a generation or a fit runs on, read from
+    the host in one go (the host adapter's ``model_facts``)."""
+
+    family: str  # sd1, sd2, sdxl, flow or unknown
+    prediction: str  # eps, v or flow
+    latent_channels: int
+    scale_factor: float
+    native_resolution: int
+    loaded: bool = True  # False: the host's placeholder before it loads a checkpoint
+
+    @property
+    def reason(self) -> str:
+        """Why no leak can apply to this model whatever the settings, or ``""``."""
+        return FLOW_REASON if self.prediction == "flow" else ""
+
+
 @dataclass(frozen=True)
 class StartInfo:
     """The convention of this generation's sampler, or the reason there is none."""
@@ -32,6 +53,16 @@ class StartInfo:
     convention: StartConvention | None
     sampler: str
     reason: str = ""
+
+
+@dataclass(frozen=True)
+class SamplingStart:
+    """What the host hands one sampling: the start convention (or why there is none) and
+    the noise the leak is mixed into; ``base`` is None when this sampling already carries
+    the leak (a host that calls the hook twice for one sampling)."""
+
+    info: StartInfo
+    base: torch.Tensor | None
 
 
 def sampler_name(sampler: object) -> str:
