@@ -50,7 +50,13 @@ from slb_webui import (
     FAMILY_MODELS,
     FORGE,
     HOST,
+    HOST_FAMILIES,
+    HOST_NAMES,
+    HOSTS,
+    NEO,
+    RECTIFIED_CHECKPOINT,
     SD1_CHECKPOINT,
+    SDXL_CHECKPOINT,
     TEST_PRESETS,
     import_slb,
     mark_opt_in_suite,
@@ -63,8 +69,9 @@ EXTENSION_NAME = "sd-webui-signal-leak-bias"
 PROBE_NAME = "zz-slb-probe"  # folder-name order: its hooks run after the extension's
 SKIP_REASON = (
     "real-host WebUI suite not configured: set SLB_WEBUI_DIR to an AUTOMATIC1111 v1.10.1 "
-    "checkout (and SLB_WEBUI_PYTHON to its interpreter), or SLB_FORGE_DIR to a WebUI Forge "
-    "checkout (and SLB_FORGE_PYTHON); see tests/integration/README.md"
+    "checkout (and SLB_WEBUI_PYTHON to its interpreter), SLB_FORGE_DIR to a WebUI Forge "
+    "checkout (and SLB_FORGE_PYTHON), or SLB_NEO_DIR to a Forge Neo one (and SLB_NEO_PYTHON); "
+    "see tests/integration/README.md"
 )
 
 # Flags for a CPU-only, offline start (see HOST-NOTES 12).
@@ -84,6 +91,7 @@ WEBUI_FLAGS = [
     "--nowebui",
 ]
 
+
 # Forge's flags for the same start (CPU only, full precision, nothing installed or
 # downloaded; HOST-NOTES 13).
 FORGE_FLAGS = [
@@ -101,6 +109,21 @@ FORGE_FLAGS = [
     "--nowebui",
 ]
 
+# Forge Neo's flags for the same start: it has no --always-cpu, --no-half, --precision or
+# --no-download-sd-model, and stops on an unknown flag (HOST-NOTES 14).
+NEO_FLAGS = [
+    "--cpu",
+    "--force-fp32",
+    "--skip-prepare-environment",
+    "--skip-install",
+    "--skip-torch-cuda-test",
+    "--skip-version-check",
+    "--skip-python-version-check",
+    "--disable-xformers",
+    "--nowebui",
+]
+HOST_FLAGS = {"a1111": WEBUI_FLAGS, "forge": FORGE_FLAGS, "neo": NEO_FLAGS}
+
 # Settings written to the data dir's config.json before start.
 WEBUI_SETTINGS = {
     "live_previews_enable": False,  # the "Approx NN" preview would want a download
@@ -116,17 +139,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    if FORGE:
-        forge = os.environ["SLB_FORGE_DIR"]
-        line = (f"webui suite: WebUI Forge, SLB_FORGE_DIR={forge} "
-                f"python={webui_python(Path(forge), 'SLB_FORGE_PYTHON')}")
-        if os.environ.get("SLB_WEBUI_DIR"):
-            line += " (SLB_WEBUI_DIR is set too: Forge wins, A1111 is not run)"
-        return line
-    webui = os.environ.get("SLB_WEBUI_DIR")
-    if not webui:
+    if HOST is None:
         return f"webui suite: skipped ({SKIP_REASON})"
-    return f"webui suite: SLB_WEBUI_DIR={webui} python={webui_python(Path(webui))}"
+    variable = HOSTS[HOST]
+    checkout = os.environ[variable]
+    line = (f"webui suite: {HOST_NAMES[HOST]}, {variable}={checkout} "
+            f"python={webui_python(Path(checkout), python_variable(HOST))}")
+    others = [v for h, v in HOSTS.items() if h != HOST and os.environ.get(v)]
+    if others:
+        line += f" ({', '.join(others)} set too: only {HOST_NAMES[HOST]} is run)"
+    return line
+
+
+def python_variable(host: str) -> str:
+    """The variable naming ``host``'s interpreter: SLB_WEBUI_PYTHON, SLB_FORGE_PYTHON, ..."""
+    return HOSTS[host].replace("_DIR", "_PYTHON")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -295,12 +322,16 @@ def webui_setup(tmp_path_factory: pytest.TempPathFactory) -> WebUISetup:
     and builds the tiny model into its models/Stable-diffusion folder."""
     if HOST is None:
         pytest.skip(SKIP_REASON)
-    dir_var = "SLB_FORGE_DIR" if FORGE else "SLB_WEBUI_DIR"
+    dir_var = HOSTS[HOST]
     webui_dir = Path(os.environ[dir_var]).resolve()
     if not (webui_dir / "launch.py").is_file():
         pytest.fail(f"{dir_var}={webui_dir} has no launch.py")
     if FORGE and not (webui_dir / "modules_forge").is_dir():
-        pytest.fail(f"SLB_FORGE_DIR={webui_dir} has no modules_forge/: not a WebUI Forge")
+        pytest.fail(f"{dir_var}={webui_dir} has no modules_forge/: not a Forge-family host")
+    version = webui_dir / "modules_forge" / "forge_version.py"
+    if FORGE and NEO != ('version = "neo"' in (version.read_text() if version.is_file() else "")):
+        pytest.fail(f"{dir_var}={webui_dir}: modules_forge/forge_version.py does not say "
+                    f"{'it is' if NEO else 'it is not'} Forge Neo")
     extension_dir = Path(os.environ.get("SLB_EXTENSION_DIR") or REPO_ROOT).resolve()
     if not extension_dir.is_dir():
         pytest.fail(f"SLB_EXTENSION_DIR={extension_dir} is not a folder")
@@ -315,7 +346,7 @@ def webui_setup(tmp_path_factory: pytest.TempPathFactory) -> WebUISetup:
         PYTHONDONTWRITEBYTECODE="1",  # keep __pycache__ out of the linked extension
         PYTHONUNBUFFERED="1",
     )
-    python = webui_python(webui_dir, "SLB_FORGE_PYTHON" if FORGE else "SLB_WEBUI_PYTHON")
+    python = webui_python(webui_dir, python_variable(HOST))
     setup = WebUISetup(webui_dir, python, env, tmp_path_factory.mktemp("webui"), forge=FORGE)
     setup.extension_dir = extension_dir
     setup.model_dir.mkdir(parents=True)
@@ -327,6 +358,8 @@ def webui_setup(tmp_path_factory: pytest.TempPathFactory) -> WebUISetup:
     probe.symlink_to(HERE / "probe_extension", target_is_directory=True)
     # several checkpoints: start with the SD 1.x one
     settings = {**WEBUI_SETTINGS, "sd_model_checkpoint": SD1_CHECKPOINT}
+    if NEO:  # without it Neo asks at start whether to clear its settings (stdin: none)
+        settings["VERSION_UID"] = "PY313"
     if not FORGE:
         env["SLB_TEST_OPEN_CLIP_CONFIGS"] = str(setup.open_clip_configs)
     (setup.data_dir / "config.json").write_text(json.dumps(settings, indent=2))
@@ -339,7 +372,7 @@ def webui_setup(tmp_path_factory: pytest.TempPathFactory) -> WebUISetup:
     # 1.1 GB), kept in SLB_MODEL_CACHE when it is set.
     if FORGE:
         build_command = [setup.python, str(HERE / "forge_tiny_model.py"), "--suite",
-                         str(setup.model_dir)]
+                         str(setup.model_dir), "--families", ",".join(HOST_FAMILIES)]
     else:
         build_command = [setup.python, str(HERE / "tiny_model.py"), str(setup.model_dir)]
     build = subprocess.run(
@@ -352,6 +385,9 @@ def webui_setup(tmp_path_factory: pytest.TempPathFactory) -> WebUISetup:
     if build.returncode != 0:
         pytest.fail(f"building the tiny model failed:\n{build.stdout}\n{build.stderr}")
     print(f"\n[webui] models: {build.stdout.strip()}")
+    if NEO:  # the same SDXL weights, which Neo runs as rectified flow for this name
+        (setup.model_dir / RECTIFIED_CHECKPOINT).symlink_to(
+            (setup.model_dir / SDXL_CHECKPOINT).resolve())
     if not FORGE:
         # the tiny SDXL and SD 2.x-v models, from sgm's and ldm's own classes (about 10 s)
         build = subprocess.run(
@@ -376,7 +412,7 @@ def start_server(setup: WebUISetup, ui: bool = False) -> Iterator[WebUI]:
     """Starts the host on a free 127.0.0.1 port, API only (``--nowebui``) or, with ``ui``,
     its web UI and the API (``--api``; tests/browser); yields its base URL (a WebUI str) and
     always stops its process group."""
-    flags = FORGE_FLAGS if setup.forge else WEBUI_FLAGS
+    flags = HOST_FLAGS[HOST]
     if ui:
         flags = [flag for flag in flags if flag != "--nowebui"] + ["--api"]
     port = free_port()
@@ -406,8 +442,8 @@ def start_server(setup: WebUISetup, ui: bool = False) -> Iterator[WebUI]:
         )
     try:
         started = _wait_ready(base_url + "/sdapi/v1/sd-models", process, log_path, timeout)
-        host = "Forge" if setup.forge else "WebUI"
-        print(f"\n[webui] {host} API up at {base_url} after {started:.1f} s (log: {log_path})")
+        print(f"\n[webui] {HOST_NAMES[HOST]} API up at {base_url} after {started:.1f} s "
+              f"(log: {log_path})")
         server = WebUI(base_url, log_path, setup.data_dir, setup.model_dir)
         titles = [m.get("title", "") for m in server.get("/sdapi/v1/sd-models")]
         if not any(t.startswith("tiny") for t in titles):

@@ -244,13 +244,16 @@ def verify(path: str, forge_dir: str, family: str = "sd1") -> None:
     shapes against the module Forge builds for it."""
     import torch
 
-    sys.argv = [sys.argv[0], "--always-cpu"]
+    version = Path(forge_dir, "modules_forge", "forge_version.py")
+    neo = version.is_file() and 'version = "neo"' in version.read_text()
+    sys.argv = [sys.argv[0], "--cpu" if neo else "--always-cpu"]  # Neo has no --always-cpu
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     sys.path[:0] = [
         forge_dir,
         os.path.join(forge_dir, "packages_3rdparty"),
-        os.path.join(forge_dir, "repositories", "huggingface_guess"),
+        os.path.join(forge_dir, "repositories", "huggingface_guess"),  # Forge
+        os.path.join(forge_dir, "modules_forge", "packages"),  # Neo vendors it here
     ]
     from backend.loader import split_state_dict
     from backend.nn.clip import IntegratedCLIP
@@ -315,9 +318,14 @@ def main() -> None:
                     help="Forge checkout for --verify (default: $SLB_FORGE_DIR)")
     ap.add_argument("--suite", action="store_true",
                     help="OUT is a folder: build the real-host suite's checkpoints there")
+    ap.add_argument("--families", default="sd1,sdxl,sd2",
+                    help="with --suite: the families to build (default sd1,sdxl,sd2)")
     a = ap.parse_args()
     if a.suite:
+        wanted = {"sd2" if f == "sd2v" else f for f in a.families.split(",")}
         for name, (family, seed, fp16) in SUITE_MODELS.items():
+            if ("sd2" if family == "sd2v" else family) not in wanted:
+                continue
             path = cached_build(name, Path(a.out), family, seed, fp16)
             print(f"{name} ({family}) -> {path.resolve()}")
         return

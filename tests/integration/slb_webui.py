@@ -20,11 +20,15 @@ from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-# Which host the suite runs against (conftest.py starts it): Forge when SLB_FORGE_DIR is set
-# (it wins over SLB_WEBUI_DIR), else AUTOMATIC1111 when SLB_WEBUI_DIR is set, else none
-# (every test is skipped).
-FORGE = bool(os.environ.get("SLB_FORGE_DIR"))
-HOST = "forge" if FORGE else ("a1111" if os.environ.get("SLB_WEBUI_DIR") else None)
+# Which host the suite runs against (conftest.py starts it): the first of these whose
+# checkout variable is set (SLB_NEO_DIR wins over SLB_FORGE_DIR, which wins over
+# SLB_WEBUI_DIR); none: every test is skipped. FORGE: a Forge-family host (lllyasviel's Forge
+# or Forge Neo: p.modified_noise, hires modules, Forge's loader); NEO: Forge Neo.
+HOSTS = {"neo": "SLB_NEO_DIR", "forge": "SLB_FORGE_DIR", "a1111": "SLB_WEBUI_DIR"}
+HOST = next((host for host, variable in HOSTS.items() if os.environ.get(variable)), None)
+HOST_NAMES = {"neo": "Forge Neo", "forge": "WebUI Forge", "a1111": "AUTOMATIC1111"}
+FORGE = HOST in ("forge", "neo")
+NEO = HOST == "neo"
 SCRIPT = "signal leak bias"  # the extension's title, as the API names alwayson scripts
 PROBE = "slb probe"  # tests/integration/probe_extension
 XYZ = "x/y/z plot"
@@ -34,6 +38,8 @@ SIZE = 64  # image side; the tiny UNet needs multiples of 16, the VAE divides by
 LATENT = SIZE // 8
 SD_SIGMA_MAX = 14.614641  # largest sigma of the SD 1.x schedule the tiny model uses
 KDIFFUSION_SAMPLERS = ("Euler", "DPM++ 2M")
+if NEO:  # Neo runs UniPC as a k-diffusion sampler (N:modules/sd_samplers_kdiffusion.py:30)
+    KDIFFUSION_SAMPLERS += ("UniPC",)
 # first timestep of the timestep samplers at 4 steps (HOST-NOTES 3): DDIM's
 # arange(0, 1000, 250) + 1 ends at 751; UniPC starts at 999
 FIRST_TIMESTEP_AT_4_STEPS = {"DDIM": 751, "UniPC": 999}
@@ -54,6 +60,8 @@ SD1_CHECKPOINT = "tiny.safetensors"
 SDXL_CHECKPOINT = "tiny-sdxl.safetensors"
 SDXL_REFINER_CHECKPOINT = "tiny-sdxl-refiner.safetensors"
 SD2V_CHECKPOINT = "tiny-sd2v.safetensors"
+# Neo only: the SDXL file under a name that makes Neo run it as a rectified-flow model
+RECTIFIED_CHECKPOINT = "tiny-sdxl-rectified.safetensors"
 # family -> (checkpoint, the `presets` fixture's preset of its latent space); SD 2.x shares
 # SD 1.x's VAE and latent space
 FAMILY_MODELS = {
@@ -61,6 +69,17 @@ FAMILY_MODELS = {
     "sdxl": (SDXL_CHECKPOINT, "test-sdxl"),
     "sd2": (SD2V_CHECKPOINT, "test-sd1"),
 }
+NO_SD2 = pytest.mark.skipif(NEO, reason="Forge Neo dropped SD 2.x (HOST-NOTES 14)")
+# the families this host runs (the suite builds no SD 2.x model for Neo)
+HOST_FAMILIES = [f for f in FAMILY_MODELS if not (NEO and f == "sd2")]
+
+
+def family_params(values: list | None = None) -> list:
+    """``values`` (default: the families) as pytest parameters, SD 2.x's skipped on Neo
+    with the reason; a value names its family, or is that family's checkpoint."""
+    by_checkpoint = {checkpoint: family for family, (checkpoint, _) in FAMILY_MODELS.items()}
+    return [pytest.param(v, marks=NO_SD2) if by_checkpoint.get(v, v) == "sd2" else v
+            for v in (values or list(FAMILY_MODELS))]
 
 # Options whose value changes what a request produces (see the module docstring). Forge
 # (dfdcbab6) has every one of them under the same name (modules/shared_options.py).
@@ -119,6 +138,32 @@ def txt2img_request(leak: object = None, *, settings: dict | None = None, **fiel
     return request
 
 
+def xyz_info(server, is_img2img: bool = False) -> dict:
+    """The X/Y/Z script's entry in ``GET /sdapi/v1/script-info`` for the tab."""
+    return next(s for s in server.get("/sdapi/v1/script-info")
+                if s["name"] == XYZ and s["is_img2img"] == is_img2img)
+
+
+# X/Y/Z arguments set by label (the rest keep the host's defaults)
+XYZ_CHOICES = {"Draw legend": False, "Keep -1 for seeds": False, "Include Sub Images": True,
+               "Include Sub Grids": False, "Use text inputs instead of dropdowns": True}
+
+
+def xyz_args(server, x_type: int, x_values: str, is_img2img: bool = False) -> list:
+    """The X/Y/Z script's positional arguments for one X axis (no Y or Z), built from the
+    host's own argument list: the hosts differ in it (Neo's has a grid ``row_count`` slider
+    between the seed options and the margins that Forge's lacks)."""
+    info = xyz_info(server, is_img2img)
+    labels = [arg.get("label") for arg in info["args"]]
+    args = [arg.get("value") for arg in info["args"]]
+    # x_type, x_values, x_values_dropdown, then the same for Y and Z
+    args[:9] = [x_type, x_values, None, 0, "", None, 0, "", None]
+    for label, value in XYZ_CHOICES.items():
+        assert label in labels, f"the host's X/Y/Z has no {label!r}: {labels}"
+        args[labels.index(label)] = value
+    return args
+
+
 def hires_fields(**fields: object) -> dict:
     """Request fields that turn hires fix on (2x "Latent" upscale, 2 second-pass steps,
     denoising 0.5), plus ``fields``. Forge's API answers HTTP 500 on hires fix unless the
@@ -126,6 +171,8 @@ def hires_fields(**fields: object) -> dict:
     defaults to None: Forge modules/processing.py:1197 and 1405); A1111 has no such field."""
     hires = {"enable_hr": True, "hr_scale": 2, "hr_upscaler": "Latent",
              "hr_second_pass_steps": 2, "denoising_strength": 0.5}
+    if NEO:  # the Neo tree tested has no latent upscaler ("Could not find upscaler")
+        hires["hr_upscaler"] = "None"
     if FORGE:
         hires["hr_additional_modules"] = ["Use same choices"]
     hires.update(fields)
@@ -196,6 +243,13 @@ def infotexts(answer: dict) -> list[str]:
 
 def info(answer: dict) -> dict:
     return json.loads(answer["info"])
+
+
+def kept_region(mask: np.ndarray) -> np.ndarray:
+    """Where ``p.mask`` (as the probe saved it) keeps the image, as a ``(C, H, W)`` boolean
+    array; Neo's ``p.mask`` has a batch axis (HOST-NOTES 14), A1111's and Forge's not."""
+    kept = mask == 1.0
+    return kept[0] if kept.ndim == 4 else kept
 
 
 def load_probe(folder: Path, name: str) -> np.ndarray:

@@ -22,12 +22,16 @@ import pytest
 from slb_webui import (
     FAMILY_MODELS,
     FORGE,
+    NEO,
+    NO_SD2,
+    RECTIFIED_CHECKPOINT,
     SD1_CHECKPOINT,
     SD2V_CHECKPOINT,
     SDXL_CHECKPOINT,
     SDXL_REFINER_CHECKPOINT,
     SEED,
     assert_design_start,
+    family_params,
     image_bytes,
     img2img_request,
     import_slb,
@@ -69,17 +73,17 @@ def sd1_afterwards(webui_server):
     webui_server.post("/sdapi/v1/options", {"sd_model_checkpoint": SD1_CHECKPOINT})
 
 
-@pytest.mark.parametrize("checkpoint", list(FAMILIES))
+@pytest.mark.parametrize("checkpoint", family_params(list(FAMILIES)))
 def test_checkpoint_loads_and_gives_finite_images(webui_server, sd1_afterwards, probe,
                                                   checkpoint):
     folder = probe("plain")
     answer = webui_server.post("/sdapi/v1/txt2img", with_probe(on(checkpoint), folder))
     assert info(answer)["sd_model_name"] == stem(checkpoint), info(answer)
     log = webui_server.log_text()
-    if FORGE:  # F:modules/sd_models.py 479; backend/loader.py 479
+    if FORGE:  # F:modules/sd_models.py 479, 522 (Neo's alike)
         assert f"Loading Model: {{'checkpoint_info': {{'filename': " \
                f"'{webui_server.model_dir / checkpoint}'" in log, webui_server.log_tail()
-        assert "StateDict Keys: {'unet'" in log, webui_server.log_tail()
+        assert "Model loaded in " in log, webui_server.log_tail()
     else:
         config = webui_server.model_dir / f"{stem(checkpoint)}.yaml"
         assert "Loading weights [" in log and \
@@ -118,6 +122,7 @@ def test_sdxl_refuses_an_sd1_preset_unless_allowed(webui_server, presets, sd1_af
     assert "Signal leak: test-sdxl," in infotexts(own)[0], infotexts(own)[0]
 
 
+@NO_SD2
 def test_sd2_shares_sd1s_latent_space_and_refuses_sdxl(webui_server, presets, sd1_afterwards):
     """SD 2.x is detected as sd2: an SDXL preset is refused with "the model is sd2", while an
     SD 1.x preset (same VAE, same latent space) is applied."""
@@ -133,7 +138,7 @@ def test_sd2_shares_sd1s_latent_space_and_refuses_sdxl(webui_server, presets, sd
     assert not np.array_equal(pixels(sd1), pixels(plain))
 
 
-@pytest.mark.parametrize("checkpoint", list(FAMILIES))
+@pytest.mark.parametrize("checkpoint", family_params(list(FAMILIES)))
 def test_fit_route_with_the_models_vae(webui_server, presets, select_model, tmp_path,
                                        checkpoint):
     """``POST fit`` at 64 px on the loaded SDXL / SD 2.x model: the preset records that
@@ -228,7 +233,7 @@ def host_encodes(server, probe, family: str, images: list[bytes]) -> np.ndarray:
     return np.stack(latents).astype(np.float64)
 
 
-@pytest.mark.parametrize("family", list(FAMILY_MODELS))
+@pytest.mark.parametrize("family", family_params())
 def test_fit_statistics_equal_the_hosts_own_vae_encode(webui_server, select_model, probe,
                                                        tmp_path, family):
     """A ``pixel`` fit's per-element mean and variance equal those of the host's own encode of
@@ -320,3 +325,27 @@ def test_work_right_after_a_switch_uses_the_selected_checkpoint(
     leave_loaded(webui_server, stale, selected)
     alias = sample_leak(webui_server, "switched", SEED)
     assert np.array_equal(alias, sample_leak(webui_server, f"switched-{selected}", SEED))
+
+
+@pytest.mark.skipif(not NEO, reason="Forge Neo only: it runs an SDXL checkpoint whose file name "
+                    "says 'rectified' as a rectified-flow model; A1111 and Forge have no such mode")
+def test_rectified_flow_sdxl_gets_no_leak(webui_server, presets, sd1_afterwards, probe):
+    """A real flow-matching generation in Neo: the SDXL weights under a name with "rectified"
+    run with Neo's PredictionDiscreteFlow (N:backend/loader.py 894-895,
+    backend/diffusion_engine/sdxl.py 25-30), which starts from pure noise. The extension
+    leaves the start alone and says why, in the infotext and once on the console."""
+    runs = {}
+    for name, leak in (("plain", None), ("leak", {"preset": "test-sdxl"})):
+        folder = probe(name)
+        answer = webui_server.post("/sdapi/v1/txt2img", with_probe(
+            on(RECTIFIED_CHECKPOINT, leak, steps=4), folder))
+        runs[name] = (answer, load_probe(folder, "noise_first_0"))
+    assert "Loading Rectified-Flow Predictor" in webui_server.log_text() or \
+        "Using Rectified-Flow Predictor" in webui_server.log_text(), webui_server.log_tail()
+    text = infotexts(runs["leak"][0])[0]
+    reason = "flow-matching models start from pure noise"
+    assert f'Signal leak: "test-sdxl (not applied: {reason}' in text, text
+    assert "Signal leak hash" not in text
+    assert np.array_equal(runs["leak"][1], runs["plain"][1]), "the start was changed"
+    assert np.array_equal(pixels(runs["leak"][0]), pixels(runs["plain"][0]))
+    assert webui_server.log_text().count(f"[Signal Leak Bias] not applied: {reason}") >= 1

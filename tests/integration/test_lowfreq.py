@@ -21,8 +21,10 @@ from slb_webui import (
     png_b64,
     txt2img_request,
     with_probe,
+    xyz_args,
+    xyz_info,
 )
-from test_xyz import OUR_AXES, xyz_args
+from test_xyz import OUR_AXES
 
 GRADIENT_AXES = [f"[Signal Leak] Channel {c} {g} gradient" for c in range(4)
                  for g in ("left-right", "top-bottom")]
@@ -67,9 +69,7 @@ def test_api_components_reach_the_sampler_exactly(webui_server, presets, probe):
 
 
 def test_xyz_gradient_axis_cell_has_the_requested_gradient(webui_server, presets, probe):
-    info = next(s for s in webui_server.get("/sdapi/v1/script-info")
-                if s["name"] == XYZ and not s["is_img2img"])
-    labels = info["args"][0]["choices"]
+    labels = xyz_info(webui_server)["args"][0]["choices"]
     label = "[Signal Leak] Channel 0 left-right gradient"
     index = labels.index(label) if label in labels else \
         len(labels) + len(OUR_AXES) + GRADIENT_AXES.index(label)
@@ -77,7 +77,8 @@ def test_xyz_gradient_axis_cell_has_the_requested_gradient(webui_server, presets
     webui_server.post("/sdapi/v1/txt2img", with_probe(txt2img_request(), plain))
     cell = probe("cell")
     answer = webui_server.post("/sdapi/v1/txt2img", with_probe(txt2img_request(
-        {"preset": "test-sd1"}, script_name=XYZ, script_args=xyz_args(index, "1.5")), cell))
+        {"preset": "test-sd1"}, script_name=XYZ,
+        script_args=xyz_args(webui_server, index, "1.5")), cell))
     leak = (load_probe(cell, "noise_first_0")[0] - load_probe(plain, "noise_first_0")[0]) \
         * SD_SIGMA_MAX
     assert _amplitudes(leak, [(0, 0, 1)])[(0, 0, 1)] == pytest.approx(1.5, abs=1e-3)

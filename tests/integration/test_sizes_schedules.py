@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from slb_webui import (
+    NEO,
     SEED,
     assert_design_start,
     infotexts,
@@ -17,9 +18,13 @@ from slb_webui import (
     with_probe,
 )
 
+# the Neo tree tested rounds sizes to multiples of 64 (a local change in exo101's tree; the
+# neo branch does not): there, sizes that survive it
+NON_SQUARE = [(64, 128), (128, 64)] if NEO else [(64, 96), (96, 64)]
+
 
 @pytest.mark.parametrize("sampler", ["Euler", "DDIM"])
-@pytest.mark.parametrize(("width", "height"), [(64, 96), (96, 64)])
+@pytest.mark.parametrize(("width", "height"), NON_SQUARE)
 def test_non_square_start_transfers_a_square_preset(webui_server, presets, probe, width,
                                                     height, sampler):
     """``test-sd1`` was fitted at 64x64 (an 8x8 latent); at 64x96 and 96x64 the sampler gets

@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from slb_webui import family_params
 
 HERE = Path(__file__).resolve().parent
 
@@ -100,7 +101,7 @@ FORGE_MODELS = {
 }
 
 
-@pytest.mark.parametrize("checkpoint", list(FORGE_MODELS))
+@pytest.mark.parametrize("checkpoint", family_params(list(FORGE_MODELS)))
 def test_checkpoint_keys_match_forge_modules(webui_setup, checkpoint):
     """huggingface_guess detects each family, and every component's keys and shapes equal
     those of the module Forge builds for it (forge_tiny_model.verify)."""

@@ -16,6 +16,7 @@ from slb_webui import (
     SD_SIGMA_MAX,
     SEED,
     assert_design_start,
+    family_params,
     fit_start,
     hires_fields,
     image_bytes,
@@ -165,7 +166,7 @@ def test_incompatible_preset_is_refused_with_its_reason(webui_server, presets, p
 
 
 @pytest.mark.parametrize("sampler", ["Euler", "DPM++ 2M", "DDIM", "UniPC"])
-@pytest.mark.parametrize("family", list(FAMILY_MODELS))
+@pytest.mark.parametrize("family", family_params())
 def test_sampler_gets_the_designed_start(webui_server, presets, select_model, probe, family,
                                          sampler):
     """Each sampler runs with the leak, and the tensor it is handed is DESIGN 6's start:
@@ -192,7 +193,7 @@ def test_sampler_gets_the_designed_start(webui_server, presets, select_model, pr
 
 
 @pytest.mark.parametrize("sampler", ["Euler", "DPM++ 2M"])
-@pytest.mark.parametrize("family", list(FAMILY_MODELS))
+@pytest.mark.parametrize("family", family_params())
 def test_sgm_noise_multiplier_start(webui_server, presets, select_model, probe, family,
                                     sampler):
     """With the "SGM noise multiplier" option on, k-diffusion samplers scale their start by
@@ -225,7 +226,7 @@ def test_sgm_noise_multiplier_start(webui_server, presets, select_model, probe, 
     assert b == pytest.approx(SD_SIGMA_MAX / norm, rel=1e-4)
 
 
-@pytest.mark.parametrize("family", list(FAMILY_MODELS))
+@pytest.mark.parametrize("family", family_params())
 def test_hires_fix_runs_and_leaves_the_second_pass_alone(webui_server, presets, select_model,
                                                          probe, family):
     settings, preset = select_model(family), FAMILY_MODELS[family][1]

@@ -10,7 +10,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from slb_webui import XYZ, img2img_request, infotexts, pixels, txt2img_request
+from slb_webui import (
+    XYZ,
+    img2img_request,
+    infotexts,
+    pixels,
+    txt2img_request,
+    xyz_args,
+    xyz_info,
+)
 
 OUR_AXES = ["[Signal Leak] Preset", "[Signal Leak] Strength", "[Signal Leak] LF mode",
             "[Signal Leak] Channel 0 mean", "[Signal Leak] Channel 1 mean",
@@ -20,20 +28,10 @@ OUR_AXES = ["[Signal Leak] Preset", "[Signal Leak] Strength", "[Signal Leak] LF 
 
 def axis_index(server, label: str, is_img2img: bool) -> int:
     """Index of an axis in the X/Y/Z script's list for the tab."""
-    info = next(s for s in server.get("/sdapi/v1/script-info")
-                if s["name"] == XYZ and s["is_img2img"] == is_img2img)
-    labels = info["args"][0]["choices"]
+    labels = xyz_info(server, is_img2img)["args"][0]["choices"]
     if label in labels:  # a host that built its UI after on_before_ui
         return labels.index(label)
     return len(labels) + OUR_AXES.index(label)
-
-
-def xyz_args(x_type: int, x_values: str) -> list:
-    # x_type, x_values, x_values_dropdown, y_type, y_values, y_values_dropdown, z_type,
-    # z_values, z_values_dropdown, draw_legend, include_lone_images, include_sub_grids,
-    # no_fixed_seeds, vary_seeds_x, vary_seeds_y, vary_seeds_z, margin_size, csv_mode
-    return [x_type, x_values, None, 0, "", None, 0, "", None, False, True, False, False,
-            False, False, False, 0, True]
 
 
 @pytest.mark.parametrize("tab", ["txt2img", "img2img"])
@@ -42,7 +40,7 @@ def test_xyz_strength_axis_gives_different_cells(webui_server, presets, tab):
     build = img2img_request if is_img2img else txt2img_request
     index = axis_index(webui_server, "[Signal Leak] Strength", is_img2img)
     request = build({"preset": "test-sd1"}, script_name=XYZ,
-                    script_args=xyz_args(index, "0, 1, 2"))
+                    script_args=xyz_args(webui_server, index, "0, 1, 2", is_img2img))
     status, answer = webui_server.request(f"/sdapi/v1/{tab}", request)
     assert status == 200, f"X/Y/Z with our axis failed: {answer}"
     texts = infotexts(answer)
@@ -63,7 +61,7 @@ def test_xyz_strength_axis_gives_different_cells(webui_server, presets, tab):
 def test_xyz_preset_and_leak_seed_axes(webui_server, presets):
     index = axis_index(webui_server, "[Signal Leak] Preset", False)
     request = txt2img_request(script_name=XYZ,
-                              script_args=xyz_args(index, "test-sd1, test-sdxl"))
+                              script_args=xyz_args(webui_server, index, "test-sd1, test-sdxl"))
     answer = webui_server.post("/sdapi/v1/txt2img", request)
     texts = infotexts(answer)
     assert "Signal leak: test-sd1," in texts[1]
@@ -71,7 +69,7 @@ def test_xyz_preset_and_leak_seed_axes(webui_server, presets):
 
     index = axis_index(webui_server, "[Signal Leak] Leak seed", False)
     request = txt2img_request({"preset": "test-sd1"}, script_name=XYZ,
-                              script_args=xyz_args(index, "5, 6"))
+                              script_args=xyz_args(webui_server, index, "5, 6"))
     answer = webui_server.post("/sdapi/v1/txt2img", request)
     texts = infotexts(answer)
     assert "Signal leak seed: 5," in texts[1] and "Signal leak seed: 6," in texts[2]
