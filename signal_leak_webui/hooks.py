@@ -99,11 +99,7 @@ class LeakHooks:
 
     def _txt2img(self, p: object, plan: LeakPlan, kwargs: dict) -> None:
         noise = kwargs.get("noise", kwargs.get("x"))
-        if not isinstance(noise, torch.Tensor):
-            return
-        if noise.dim() != 4:
-            self.not_applied(p, plan, f"the model's latents have shape {tuple(noise.shape)}, "
-                             "not (batch, channels, height, width)")
+        if not isinstance(noise, torch.Tensor) or not self._image_latents(p, plan, noise):
             return
         sampling = self.host.sampling_start(p, noise)
         if sampling.base is None:
@@ -130,7 +126,7 @@ class LeakHooks:
 
     def _img2img(self, p: object, plan: LeakPlan) -> None:
         current = getattr(p, "init_latent", None)
-        if not isinstance(current, torch.Tensor):
+        if not isinstance(current, torch.Tensor) or not self._image_latents(p, plan, current):
             return
         # The host builds init_latent once per job and reuses it; keep the original and
         # rebuild from it each batch so edits never accumulate.
@@ -147,6 +143,15 @@ class LeakHooks:
             float(getattr(p, "subseed_strength", 0.0) or 0.0))
         p.init_latent = edited
         p._slb_init_edited = edited
+
+    def _image_latents(self, p: object, plan: LeakPlan, latents: torch.Tensor) -> bool:
+        """Whether ``latents`` are image latents ``(batch, channels, height, width)``, which
+        the presets describe (Neo's Wan passes video latents with a time axis)."""
+        if latents.dim() == 4:
+            return True
+        self.not_applied(p, plan, f"the model's latents have shape {tuple(latents.shape)}, "
+                         "not (batch, channels, height, width)")
+        return False
 
     # --- reporting -------------------------------------------------------------------------------
     def not_applied(self, p: object, plan: LeakPlan, reason: str) -> None:

@@ -248,3 +248,26 @@ def test_sample_route_and_preview_load_the_model_inside_the_gpu_queue(fresh_host
     assert image is not None, note
     assert held == [True, True]
     assert not call_queue.queue_lock.locked()
+
+
+@pytest.mark.parametrize("img2img", [False, True])
+def test_video_latents_are_left_alone_with_the_reason(host, img2img, capsys):
+    """Latents with a time axis (Neo's Wan: batch, channels, frames, height, width) are not
+    what the presets describe: the sampler's tensors are untouched, the infotext and the
+    console say why."""
+    from types import SimpleNamespace
+
+    from slb.generation import LeakPlan
+    from slb.settings import LeakSettings
+
+    mod = next(m for m in host.modules if hasattr(m, "HOOKS"))
+    latents = torch.randn(1, 4, 3, 8, 8)
+    before = latents.clone()
+    p = SimpleNamespace(extra_generation_params={}, seeds=[1], subseeds=[1], iteration=0,
+                        batch_size=1, sampler=None, steps=4, init_latent=latents, nmask=None,
+                        _slb_plan=LeakPlan(LeakSettings(enabled=True, means={0: 1.0}), None))
+    mod.HOOKS.before_sampling(p, img2img, {"x": latents, "noise": latents})
+    assert torch.equal(latents, before) and p.init_latent is latents
+    text = p.extra_generation_params["Signal leak"]
+    assert "not applied: the model's latents have shape (1, 4, 3, 8, 8)" in text, text
+    assert "not (batch, channels, height, width)" in capsys.readouterr().err
