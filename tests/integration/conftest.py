@@ -92,36 +92,24 @@ WEBUI_FLAGS = [
 ]
 
 
-# Forge's flags for the same start (CPU only, full precision, nothing installed or
-# downloaded; HOST-NOTES 13).
-FORGE_FLAGS = [
-    "--always-cpu",
-    "--no-half",
-    "--precision",
-    "full",
+# What Forge and Neo both take to start without installing, checking or downloading.
+FORGE_FAMILY_SKIPS = [
     "--skip-prepare-environment",
     "--skip-install",
     "--skip-torch-cuda-test",
     "--skip-version-check",
     "--skip-python-version-check",
     "--disable-xformers",
-    "--no-download-sd-model",
-    "--nowebui",
 ]
 
-# Forge Neo's flags for the same start: it has no --always-cpu, --no-half, --precision or
-# --no-download-sd-model, and stops on an unknown flag (HOST-NOTES 14).
-NEO_FLAGS = [
-    "--cpu",
-    "--force-fp32",
-    "--skip-prepare-environment",
-    "--skip-install",
-    "--skip-torch-cuda-test",
-    "--skip-version-check",
-    "--skip-python-version-check",
-    "--disable-xformers",
-    "--nowebui",
-]
+# Forge's flags for the same start (CPU only, full precision, nothing installed or
+# downloaded; HOST-NOTES 13).
+FORGE_FLAGS = ["--always-cpu", "--no-half", "--precision", "full", *FORGE_FAMILY_SKIPS,
+               "--no-download-sd-model", "--nowebui"]
+
+# Forge Neo's: it has no --always-cpu, --no-half, --precision or --no-download-sd-model,
+# stops on an unknown flag, and without --cpu looks for a GPU (HOST-NOTES 14).
+NEO_FLAGS = ["--cpu", "--force-fp32", *FORGE_FAMILY_SKIPS, "--nowebui"]
 HOST_FLAGS = {"a1111": WEBUI_FLAGS, "forge": FORGE_FLAGS, "neo": NEO_FLAGS}
 
 # Settings written to the data dir's config.json before start.
