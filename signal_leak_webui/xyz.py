@@ -49,11 +49,14 @@ def _axes(xyz, presets: Presets) -> list:  # noqa: ANN001
 
 
 def register(presets: Presets) -> None:
-    """``on_before_ui`` callback: add our axes to the X/Y/Z script, once."""
-    xyz = next((d.module for d in scripts.scripts_data
-                if d.script_class.__module__ == "xyz_grid.py"), None)
-    if xyz is None:
+    """``on_before_ui`` callback: add our axes to the X/Y/Z script, once. The script is the
+    one the host registered from its ``xyz_grid.py``, whatever its class is called (``Script``
+    in A1111, Forge and Neo; ``XYZ`` in Forge Classic's extensions-builtin/xyz)."""
+    found = next((d for d in scripts.scripts_data
+                  if d.script_class.__module__ == "xyz_grid.py"), None)
+    if found is None:
         return
+    xyz, xyz_class = found.module, found.script_class
     ours = [o for o in xyz.axis_options if getattr(o, "label", "").startswith(XYZ_PREFIX)]
     if not ours:
         ours = _axes(xyz, presets)
@@ -65,5 +68,5 @@ def register(presets: Presets) -> None:
                    getattr(scripts, "scripts_img2img", None)):
         for script in getattr(runner, "scripts", None) or []:
             current = getattr(script, "current_axis_options", None)
-            if isinstance(script, xyz.Script) and isinstance(current, list):
+            if isinstance(script, xyz_class) and isinstance(current, list):
                 current.extend(o for o in ours if o not in current)

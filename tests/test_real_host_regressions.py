@@ -150,10 +150,12 @@ class _AxisOptionTxt2Img(_AxisOption):
     is_img2img = False
 
 
-def make_xyz_module() -> types.ModuleType:
+def make_xyz_module(class_name: str = "Script") -> types.ModuleType:
     """The parts of A1111's scripts/xyz_grid.py the extension uses: ``AxisOption``, the
-    module-level ``axis_options`` and a ``Script`` whose ``ui()`` snapshots the list for
-    its tab into ``current_axis_options``."""
+    module-level ``axis_options`` and a script class whose ``ui()`` snapshots the list for
+    its tab into ``current_axis_options``. ``class_name``: ``Script`` (A1111, Forge, Neo) or
+    ``XYZ`` (Forge Classic's extensions-builtin/xyz/scripts/xyz_grid.py, which has no
+    ``Script``)."""
     xyz = _module("xyz_grid.py", AxisOption=_AxisOption)
     xyz.axis_options = [_AxisOption("Nothing", str, None), _AxisOption("Seed", int, None),
                         _AxisOptionTxt2Img("Hires steps", int, None),
@@ -166,23 +168,27 @@ def make_xyz_module() -> types.ModuleType:
             return []
 
     Script.__module__ = "xyz_grid.py"
-    xyz.Script = Script
+    Script.__name__ = Script.__qualname__ = class_name
+    setattr(xyz, class_name, Script)
+    xyz.script_class = Script  # for the tests; the extension finds it in scripts_data
     return xyz
 
 
 def _xyz_scripts(fake_host: FakeHost, xyz: types.ModuleType) -> tuple:
-    fake_host.scripts.scripts_data.append(types.SimpleNamespace(script_class=xyz.Script,
+    fake_host.scripts.scripts_data.append(types.SimpleNamespace(script_class=xyz.script_class,
                                                                 module=xyz))
-    txt, img = xyz.Script(), xyz.Script()
+    txt, img = xyz.script_class(), xyz.script_class()
     txt.is_img2img, img.is_img2img = False, True
     fake_host.scripts.scripts_txt2img.scripts = [_Script(), txt]
     fake_host.scripts.scripts_img2img.scripts = [_Script(), img]
     return txt, img
 
 
-def test_xyz_axes_reach_xyz_scripts_built_before_on_before_ui(fake_host):
-    """--nowebui order: the scripts' ``ui()`` runs (API start), then ``on_before_ui``."""
-    xyz = make_xyz_module()
+@pytest.mark.parametrize("class_name", ["Script", "XYZ"])
+def test_xyz_axes_reach_xyz_scripts_built_before_on_before_ui(fake_host, class_name):
+    """--nowebui order: the scripts' ``ui()`` runs (API start), then ``on_before_ui``; with
+    the X/Y/Z class named as in A1111 and as in Forge Classic."""
+    xyz = make_xyz_module(class_name)
     ext = fake_host.load()
     txt, img = _xyz_scripts(fake_host, xyz)
     txt.ui(False)
@@ -210,9 +216,10 @@ def test_xyz_axes_reach_xyz_scripts_built_before_on_before_ui(fake_host):
     assert ext.xyz.XYZ_PREFIX == "[Signal Leak] "
 
 
-def test_xyz_axes_in_the_ui_order_appear_once(fake_host):
+@pytest.mark.parametrize("class_name", ["Script", "XYZ"])
+def test_xyz_axes_in_the_ui_order_appear_once(fake_host, class_name):
     """UI order: ``on_before_ui`` first, then the scripts' ``ui()`` reads the full list."""
-    xyz = make_xyz_module()
+    xyz = make_xyz_module(class_name)
     fake_host.load()
     txt, _ = _xyz_scripts(fake_host, xyz)
     for callback in fake_host.callbacks.before_ui:
