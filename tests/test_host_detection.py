@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import sys
 
 import pytest
@@ -14,19 +16,34 @@ def host_module(fresh_host):
     return host
 
 
-def _forge_package(tmp_path, monkeypatch, version: str | None) -> None:
-    """A ``modules_forge`` package on the path, with ``forge_version.version`` when given."""
-    package = tmp_path / "modules_forge"
-    package.mkdir()
-    (package / "__init__.py").write_text("")
-    if version is not None:
-        (package / "forge_version.py").write_text(f"version = {version!r}\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    for name in ("modules_forge", "modules_forge.forge_version"):
-        monkeypatch.delitem(sys.modules, name, raising=False)
+def _forge_modules() -> list[str]:
+    return [name for name in sys.modules
+            if name == "modules_forge" or name.startswith("modules_forge.")]
+
+
+@pytest.fixture
+def forge_package(tmp_path, monkeypatch):  # noqa: ANN201
+    """``forge_package(version)``: a ``modules_forge`` package on the path, with
+    ``forge_version.version`` when given; removed from the path and from ``sys.modules``
+    afterwards (later tests must see the stand-in A1111 again)."""
+
+    def make(version: str | None) -> None:
+        package = tmp_path / "modules_forge"
+        package.mkdir()
+        (package / "__init__.py").write_text("")
+        if version is not None:
+            (package / "forge_version.py").write_text(f"version = {version!r}\n")
+        monkeypatch.syspath_prepend(str(tmp_path))
+
+    assert not _forge_modules()
+    yield make
+    for name in _forge_modules():
+        del sys.modules[name]
+    importlib.invalidate_caches()
 
 
 def test_a1111_has_no_modules_forge(host_module):
+    assert importlib.util.find_spec("modules_forge") is None
     adapter = host_module.detect()
     assert type(adapter) is host_module.A1111Host and adapter.name == "AUTOMATIC1111"
 
@@ -36,9 +53,15 @@ def test_a1111_has_no_modules_forge(host_module):
     ("neo", "NeoHost"),  # Forge Neo 2.x (modules_forge/forge_version.py)
     (None, "ForgeHost"),  # a Forge without forge_version: still Forge's layout
 ])
-def test_forge_family_is_told_apart_by_its_forge_version(host_module, tmp_path, monkeypatch,
-                                                         version, expected):
-    _forge_package(tmp_path, monkeypatch, version)
+def test_forge_family_is_told_apart_by_its_forge_version(host_module, forge_package, version,
+                                                         expected):
+    forge_package(version)
     adapter = host_module.detect()
     assert type(adapter).__name__ == expected
     assert isinstance(adapter, host_module.ForgeHost)
+
+
+def test_a1111_is_detected_again_afterwards(host_module):
+    """Runs after the Forge-family cases: nothing of their package is left behind."""
+    assert importlib.util.find_spec("modules_forge") is None
+    assert type(host_module.detect()) is host_module.A1111Host
