@@ -33,7 +33,7 @@ INTEGRATION = HERE.parent / "integration"
 if str(INTEGRATION) not in sys.path:
     sys.path.insert(0, str(INTEGRATION))
 
-from slb_webui import FORGE, HOST, mark_opt_in_suite  # noqa: E402
+from slb_webui import FORGE, HOST, HOST_NAMES, HOSTS, mark_opt_in_suite  # noqa: E402
 
 
 def _load_integration_conftest():  # noqa: ANN202
@@ -96,8 +96,8 @@ def skip_reason() -> str | None:
         return ("browser suite not configured: set SLB_WEBUI_DIR to an AUTOMATIC1111 v1.10.1 "
                 "checkout (and SLB_WEBUI_PYTHON); see tests/browser/README.md")
     if FORGE:
-        return ("browser suite drives AUTOMATIC1111's Gradio 3 UI; SLB_FORGE_DIR is set "
-                "(Forge's Gradio 4 UI is not covered)")
+        return (f"browser suite drives AUTOMATIC1111's Gradio 3 UI; {HOSTS[HOST]} is set "
+                f"({HOST_NAMES[HOST]}'s Gradio 4 UI is not covered yet)")
     if importlib.util.find_spec("playwright") is None:
         return ("browser suite needs the playwright package in the test environment "
                 "(pip install playwright; its browser download is not needed)")
