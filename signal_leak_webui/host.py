@@ -244,9 +244,14 @@ class ForgeHost(A1111Host):
         # generation; before the first one shared.sd_model is a placeholder without a VAE
         # (modules/sd_models.py FakeInitialModel). forge_model_reload loads the selection
         # and returns at once when it is already loaded (F:modules/sd_models.py 473-477).
+        # reForge and Forge Classic, which report themselves as Forge too, kept A1111's
+        # loader (reload_model_weights) and have no forge_model_reload.
         from modules import sd_models
 
-        model, _ = sd_models.forge_model_reload()
+        reload = getattr(sd_models, "forge_model_reload", None)
+        if reload is None:
+            return super().ensure_model()
+        model, _ = reload()
         return model
 
     def model_loaded(self, sd_model: object) -> bool:

@@ -271,3 +271,19 @@ def test_video_latents_are_left_alone_with_the_reason(host, img2img, capsys):
     text = p.extra_generation_params["Signal leak"]
     assert "not applied: the model's latents have shape (1, 4, 3, 8, 8)" in text, text
     assert "not (batch, channels, height, width)" in capsys.readouterr().err
+
+
+def test_forge_forks_without_forge_model_reload_load_the_selection_as_a1111(host, monkeypatch):
+    """reForge and Forge Classic identify as Forge (``modules_forge``) but kept A1111's
+    loader: no ``forge_model_reload``, so the selection is loaded with
+    ``reload_model_weights`` (before this, every fit, Preview and /sample failed there)."""
+    from types import SimpleNamespace
+
+    import modules.sd_models as sd_models
+
+    from signal_leak_webui.host import ForgeHost
+
+    selected = SimpleNamespace(forge_objects=SimpleNamespace(), is_sdxl=True)
+    monkeypatch.delattr(sd_models, "forge_model_reload", raising=False)
+    monkeypatch.setattr(sd_models, "reload_model_weights", lambda *a, **k: selected)
+    assert ForgeHost().ensure_model() is selected
