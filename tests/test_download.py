@@ -316,6 +316,30 @@ def test_stop_mid_download_removes_the_partial_file(server, work):
     assert 0 < progress[-1] < 40 * 65536
 
 
+def test_stop_while_the_server_stalls_ends_the_wait_at_once(server, work):
+    def stalls(h):  # one chunk, then the server sends nothing
+        h.send_response(200)
+        h.send_header("Content-Type", "application/zip")
+        h.send_header("Content-Length", str(10 * 65536))
+        h.end_headers()
+        h.wfile.write(bytes(65536))
+        h.wfile.flush()
+        server.release.wait(30)
+
+    arrived: list[float] = []
+
+    def stop() -> bool:  # the user presses Stop 0.5 s after the chunk, mid-wait
+        return bool(arrived) and time.monotonic() - arrived[0] > 0.5
+
+    server.routes["/stalls.zip"] = stalls
+    started = time.monotonic()
+    refused(work, "download stopped", server.url("/stalls.zip"), exc=DownloadStopped,
+            should_stop=stop, timeout=20,
+            progress=lambda done, total: arrived.append(time.monotonic()) if done else None)
+    # Without the watcher the read would sit out the 20 s timeout (or the 30 s stall).
+    assert time.monotonic() - started < 10
+
+
 def test_bad_arguments(work, tmp_path):
     with pytest.raises(ValueError, match="timeout"):
         download("http://127.0.0.1/x.zip", work, timeout=0)
