@@ -304,6 +304,39 @@ class WebUISetup:
         self.extension_dir = REPO_ROOT
 
 
+def offline_env() -> dict:
+    """This process's environment for a host that must not download or phone home."""
+    env = {k: v for k, v in os.environ.items() if k != "COMMANDLINE_ARGS"}
+    env.update(
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        HF_HUB_DISABLE_TELEMETRY="1",
+        GRADIO_ANALYTICS_ENABLED="False",
+        DO_NOT_TRACK="1",
+        PYTHONDONTWRITEBYTECODE="1",  # keep __pycache__ out of the linked extension
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def lay_out_data_dir(setup: WebUISetup, checkpoint: str = SD1_CHECKPOINT) -> None:
+    """A fresh --data-dir: the models folder, the extension and the test probe linked into
+    extensions/, and config.json with the suite's settings, starting on ``checkpoint``."""
+    setup.model_dir.mkdir(parents=True)
+    (setup.data_dir / "extensions").mkdir()
+    link = setup.data_dir / "extensions" / EXTENSION_NAME
+    link.symlink_to(setup.extension_dir, target_is_directory=True)
+    # the test probe (inactive unless a request names a folder); sorts after the extension
+    probe = setup.data_dir / "extensions" / PROBE_NAME
+    probe.symlink_to(HERE / "probe_extension", target_is_directory=True)
+    settings = {**WEBUI_SETTINGS, "sd_model_checkpoint": checkpoint}
+    if NEO:  # without it Neo asks at start whether to clear its settings (stdin: none)
+        settings["VERSION_UID"] = "PY313"
+    if not FORGE:
+        setup.env["SLB_TEST_OPEN_CLIP_CONFIGS"] = str(setup.open_clip_configs)
+    (setup.data_dir / "config.json").write_text(json.dumps(settings, indent=2))
+
+
 @pytest.fixture(scope="session")
 def webui_setup(tmp_path_factory: pytest.TempPathFactory) -> WebUISetup:
     """Checks the configuration, lays out a fresh --data-dir with the extension linked in
@@ -324,33 +357,12 @@ def webui_setup(tmp_path_factory: pytest.TempPathFactory) -> WebUISetup:
     if not extension_dir.is_dir():
         pytest.fail(f"SLB_EXTENSION_DIR={extension_dir} is not a folder")
 
-    env = {k: v for k, v in os.environ.items() if k != "COMMANDLINE_ARGS"}
-    env.update(
-        HF_HUB_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-        HF_HUB_DISABLE_TELEMETRY="1",
-        GRADIO_ANALYTICS_ENABLED="False",
-        DO_NOT_TRACK="1",
-        PYTHONDONTWRITEBYTECODE="1",  # keep __pycache__ out of the linked extension
-        PYTHONUNBUFFERED="1",
-    )
     python = webui_python(webui_dir, python_variable(HOST))
-    setup = WebUISetup(webui_dir, python, env, tmp_path_factory.mktemp("webui"), forge=FORGE)
+    setup = WebUISetup(webui_dir, python, offline_env(), tmp_path_factory.mktemp("webui"),
+                       forge=FORGE)
     setup.extension_dir = extension_dir
-    setup.model_dir.mkdir(parents=True)
-    (setup.data_dir / "extensions").mkdir()
-    link = setup.data_dir / "extensions" / EXTENSION_NAME
-    link.symlink_to(extension_dir, target_is_directory=True)
-    # the test probe (inactive unless a request names a folder); sorts after the extension
-    probe = setup.data_dir / "extensions" / PROBE_NAME
-    probe.symlink_to(HERE / "probe_extension", target_is_directory=True)
-    # several checkpoints: start with the SD 1.x one
-    settings = {**WEBUI_SETTINGS, "sd_model_checkpoint": SD1_CHECKPOINT}
-    if NEO:  # without it Neo asks at start whether to clear its settings (stdin: none)
-        settings["VERSION_UID"] = "PY313"
-    if not FORGE:
-        env["SLB_TEST_OPEN_CLIP_CONFIGS"] = str(setup.open_clip_configs)
-    (setup.data_dir / "config.json").write_text(json.dumps(settings, indent=2))
+    lay_out_data_dir(setup)
+    env = setup.env
 
     # The models are built by the WebUI's interpreter (it has torch, safetensors and
     # open-clip-torch's BPE file), so pytest's own interpreter needs none of them. Forge
@@ -396,10 +408,12 @@ def webui_server(webui_setup: WebUISetup) -> Iterator[WebUI]:
 
 
 @contextlib.contextmanager
-def start_server(setup: WebUISetup, ui: bool = False) -> Iterator[WebUI]:
+def start_server(setup: WebUISetup, ui: bool = False, expect: str = "tiny"
+                 ) -> Iterator[WebUI]:
     """Starts the host on a free 127.0.0.1 port, API only (``--nowebui``) or, with ``ui``,
     its web UI and the API (``--api``; tests/browser); yields its base URL (a WebUI str) and
-    always stops its process group."""
+    always stops its process group. A checkpoint whose title starts with ``expect`` must be
+    listed."""
     flags = HOST_FLAGS[HOST]
     if ui:
         flags = [flag for flag in flags if flag != "--nowebui"] + ["--api"]
@@ -434,8 +448,8 @@ def start_server(setup: WebUISetup, ui: bool = False) -> Iterator[WebUI]:
               f"(log: {log_path})")
         server = WebUI(base_url, log_path, setup.data_dir, setup.model_dir)
         titles = [m.get("title", "") for m in server.get("/sdapi/v1/sd-models")]
-        if not any(t.startswith("tiny") for t in titles):
-            pytest.fail(f"tiny checkpoint not listed: {titles}\n{log_tail(log_path)}")
+        if not any(t.startswith(expect) for t in titles):
+            pytest.fail(f"{expect} checkpoint not listed: {titles}\n{log_tail(log_path)}")
         yield server
     finally:
         _stop(process)
