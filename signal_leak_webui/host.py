@@ -3,7 +3,8 @@ the running WebUI, and one implementation per host.
 
 :func:`detect` picks the implementation the way each host identifies itself: Forge and its
 descendants ship ``modules_forge`` (with ``forge_version``), whose ``version`` is ``"neo"`` in
-Forge Neo; a host without it is AUTOMATIC1111. The maths of each lookup lives in
+Forge Neo, ``"classic"`` in Forge Classic and ``<release>-v<A1111 release>`` in reForge; a
+host without it is AUTOMATIC1111. The maths of each lookup lives in
 :mod:`slb.host` (plain objects, no WebUI import); this module only knows where each host
 keeps things (HOST-NOTES 2-5, 13, 14). A generation asks twice, and the answers flow one
 way: :meth:`Host.model_facts` before planning (family, prediction, latent channels, scale
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 from pathlib import Path
 from typing import Protocol
 
@@ -40,7 +42,8 @@ from slb.lowfreq import reference_pixels
 
 from .options import OPT_ALLOW, OPT_DIR, OPT_INNER
 
-__all__ = ["FLOW_REASON", "A1111Host", "ForgeHost", "Host", "NeoHost", "detect"]
+__all__ = ["FLOW_REASON", "A1111Host", "ClassicHost", "ForgeHost", "Host", "LdmPatchedHost",
+           "NeoHost", "ReForgeHost", "detect"]
 
 
 class Host(Protocol):
@@ -244,13 +247,12 @@ class ForgeHost(A1111Host):
         # generation; before the first one shared.sd_model is a placeholder without a VAE
         # (modules/sd_models.py FakeInitialModel). forge_model_reload loads the selection
         # and returns at once when it is already loaded (F:modules/sd_models.py 473-477).
-        # reForge and Forge Classic, which report themselves as Forge too, kept A1111's
-        # loader (reload_model_weights) and have no forge_model_reload.
+        # A Forge without it loads as A1111 does (LdmPatchedHost says why).
         from modules import sd_models
 
         reload = getattr(sd_models, "forge_model_reload", None)
         if reload is None:
-            return super().ensure_model()
+            return A1111Host.ensure_model(self)
         model, _ = reload()
         return model
 
@@ -315,6 +317,63 @@ class NeoHost(ForgeHost):
     name = "Forge Neo"
 
 
+class LdmPatchedHost(ForgeHost):
+    """The Forge line that kept the older ``ldm_patched`` backend: reForge and Forge Classic
+    (HOST-NOTES 14). Like Forge: ``forge_objects``, ``p.modified_noise``, inference-mode
+    tensors. Unlike Forge, in one place:
+
+    - loading: A1111's ``reload_model_weights`` (there is no ``forge_model_reload``);
+    - prediction: the UNet has no ``predictor``; the sampler's schedule object is
+      ``forge_objects.unet.model.model_sampling``, a class made of a sampling base and a
+      prediction mixin (``EPS``, ``V_PREDICTION``, reForge's ``CONST`` for SD3-style flow;
+      R:ldm_patched/modules/model_sampling.py 24-80, C:12-22), replaced by a
+      ``V_PREDICTION`` one for a v model (R:modules_forge/forge_loader.py 510-511,
+      C:262-266). Forge's reading would call every one of them ``eps``;
+    - the schedule: the model's own ``alphas_cumprod`` table (slb.host), which both forks
+      rescale for Zero Terminal SNR (R:modules/processing.py 1079-1082 with
+      ``apply_alpha_schedule_override``; C:modules_forge/forge_loader.py 324-353, v models
+      only).
+    """
+
+    name = "Forge (ldm_patched)"
+
+    def ensure_model(self) -> object:
+        return A1111Host.ensure_model(self)
+
+    @staticmethod
+    def _model_sampling(sd_model: object) -> object:
+        unet = getattr(getattr(sd_model, "forge_objects", None), "unet", None)
+        return getattr(getattr(unet, "model", None), "model_sampling", None)
+
+    def prediction(self, sd_model: object) -> str:
+        sampling = self._model_sampling(sd_model)
+        kinds = {cls.__name__ for cls in type(sampling).__mro__} if sampling is not None \
+            else set()
+        if kinds & {"CONST", "ModelSamplingDiscreteFlow", "ModelSamplingFlux"} or \
+                getattr(sd_model, "is_sd3", False):
+            return "flow"
+        if "V_PREDICTION" in kinds:
+            return "v"
+        if "EPS" in kinds:
+            return "eps"
+        return A1111Host.prediction(self, sd_model)  # no schedule object: the ldm flag
+
+    def alphas_cumprod(self, p: object) -> torch.Tensor | None:
+        return None  # slb.host reads the model's own (rescaled) table
+
+
+class ReForgeHost(LdmPatchedHost):
+    """reForge (Panchovix/stable-diffusion-webui-reForge)."""
+
+    name = "reForge"
+
+
+class ClassicHost(LdmPatchedHost):
+    """Forge Classic (the ``classic`` branch of Haoming02/sd-webui-forge-classic)."""
+
+    name = "Forge Classic"
+
+
 def forge_version() -> str | None:
     """``modules_forge.forge_version.version`` of a Forge-family host, else None."""
     if importlib.util.find_spec("modules_forge") is None:
@@ -326,9 +385,23 @@ def forge_version() -> str | None:
     return str(getattr(forge_version, "version", ""))
 
 
+# reForge writes its own release, "-v", then the A1111 release it follows ('1.7.0-v1.10.1RC',
+# '1.0.0v2-v1.10.1RC' at 3b56b268, R:modules_forge/forge_version.py:1); lllyasviel's Forge
+# writes them without the dash ('0.0.17v1.8.0rc', '2.0.1v1.10.1').
+_REFORGE_VERSION = re.compile(r"-v\d+\.\d+")
+
+
 def detect() -> Host:
-    """The adapter for the running host."""
+    """The adapter for the running host, from what it says about itself in
+    ``modules_forge/forge_version.py``: none (A1111), ``"neo"`` (Forge Neo, N:1),
+    ``"classic"`` (Forge Classic, C:1), a reForge release, or else Forge's."""
     version = forge_version()
     if version is None:
         return A1111Host()
-    return NeoHost() if version == "neo" else ForgeHost()
+    if version == "neo":
+        return NeoHost()
+    if version == "classic":
+        return ClassicHost()
+    if _REFORGE_VERSION.search(version):
+        return ReForgeHost()
+    return ForgeHost()

@@ -50,7 +50,11 @@ def test_a1111_has_no_modules_forge(host_module):
 
 @pytest.mark.parametrize(("version", "expected"), [
     ("2.0.1v1.10.1", "ForgeHost"),  # lllyasviel's Forge dfdcbab6
+    ("0.0.17v1.8.0rc", "ForgeHost"),  # lllyasviel's Forge before 2.x
     ("neo", "NeoHost"),  # Forge Neo 2.x (modules_forge/forge_version.py)
+    ("classic", "ClassicHost"),  # Forge Classic 1f95d717
+    ("1.0.0v2-v1.10.1RC", "ReForgeHost"),  # reForge main 3b56b268
+    ("1.7.0-v1.10.1RC", "ReForgeHost"),  # reForge's releases before that
     (None, "ForgeHost"),  # a Forge without forge_version: still Forge's layout
 ])
 def test_forge_family_is_told_apart_by_its_forge_version(host_module, forge_package, version,
@@ -59,6 +63,25 @@ def test_forge_family_is_told_apart_by_its_forge_version(host_module, forge_pack
     adapter = host_module.detect()
     assert type(adapter).__name__ == expected
     assert isinstance(adapter, host_module.ForgeHost)
+
+
+class V_PREDICTION:  # noqa: N801 - ldm_patched's mixin name is what the adapter reads
+    pass
+
+
+@pytest.mark.parametrize("version", ["classic", "1.0.0v2-v1.10.1RC"])
+def test_classic_and_reforge_adapters_see_a_v_model(host_module, forge_package, version):
+    """What detect() picks for Forge Classic and reForge reads the prediction from their
+    ``model_sampling`` (they have no ``predictor``); Forge's adapter, picked before, called
+    an SD 2.x-v model ``eps``."""
+    from types import SimpleNamespace
+
+    forge_package(version)
+    sampling = type("ModelSampling", (V_PREDICTION,), {})()
+    unet = SimpleNamespace(model=SimpleNamespace(model_sampling=sampling))
+    model = SimpleNamespace(forge_objects=SimpleNamespace(unet=unet), is_sd2=True)
+    facts = host_module.detect().model_facts(model)
+    assert (facts.family, facts.prediction, facts.native_resolution) == ("sd2", "v", 768)
 
 
 def test_a1111_is_detected_again_afterwards(host_module):

@@ -287,3 +287,81 @@ def test_forge_forks_without_forge_model_reload_load_the_selection_as_a1111(host
     monkeypatch.delattr(sd_models, "forge_model_reload", raising=False)
     monkeypatch.setattr(sd_models, "reload_model_weights", lambda *a, **k: selected)
     assert ForgeHost().ensure_model() is selected
+
+
+# --- reForge and Forge Classic: the ldm_patched schedule object --------------------------------
+
+class EPS:  # the names of ldm_patched's prediction mixins (R:ldm_patched/modules/model_sampling.py)
+    pass
+
+
+class V_PREDICTION(EPS):  # noqa: N801 - the host's class name is what is read
+    pass
+
+
+class CONST:
+    pass
+
+
+class ModelSamplingDiscrete(torch.nn.Module):
+    pass
+
+
+def _ldm_patched_model(mixin: type, **flags: object) -> object:
+    """A stand-in model as reForge and Classic build it: the schedule object is a class made
+    of a sampling base and the prediction mixin (C:ldm_patched/modules/model_base.py 34-48),
+    at forge_objects.unet.model.model_sampling, and no predictor."""
+    from types import SimpleNamespace
+
+    class ModelSampling(ModelSamplingDiscrete, mixin):
+        pass
+
+    unet = SimpleNamespace(model=SimpleNamespace(model_sampling=ModelSampling()))
+    return SimpleNamespace(forge_objects=SimpleNamespace(unet=unet), **flags)
+
+
+@pytest.mark.parametrize("adapter", ["ReForgeHost", "ClassicHost"])
+@pytest.mark.parametrize(("mixin", "flags", "prediction", "native"), [
+    (EPS, {"is_sd1": True}, "eps", 512),
+    (V_PREDICTION, {"is_sd2": True, "parameterization": "v"}, "v", 768),
+    (EPS, {"is_sd2": True}, "eps", 512),
+    (EPS, {"is_sdxl": True}, "eps", 1024),
+    (CONST, {"is_sd3": True}, "flow", 512),
+])
+def test_ldm_patched_hosts_read_the_prediction_from_model_sampling(host, adapter, mixin, flags,
+                                                                   prediction, native):
+    """reForge and Classic have no ``predictor``: Forge's reading took every model for
+    ``eps``, so an SD 2.x-v model there got SD 1.x's native size (512, not 768) for fits."""
+    import signal_leak_webui.host as hosts
+
+    facts = getattr(hosts, adapter)().model_facts(_ldm_patched_model(mixin, **flags))
+    assert facts.prediction == prediction
+    assert facts.native_resolution == native
+    assert facts.reason == ("flow-matching models start from pure noise"
+                            if prediction == "flow" else "")
+
+
+def test_ldm_patched_host_without_model_sampling_uses_the_models_parameterization(host):
+    from types import SimpleNamespace
+
+    from signal_leak_webui.host import ClassicHost
+
+    model = SimpleNamespace(forge_objects=SimpleNamespace(), is_sd2=True, parameterization="v")
+    assert ClassicHost().prediction(model) == "v"
+
+
+@pytest.mark.parametrize("adapter", ["ReForgeHost", "ClassicHost"])
+def test_ldm_patched_hosts_load_the_selection_with_reload_model_weights(host, monkeypatch,
+                                                                        adapter):
+    """Even if a forge_model_reload were importable, these forks load with A1111's loader."""
+    from types import SimpleNamespace
+
+    import modules.sd_models as sd_models
+
+    import signal_leak_webui.host as hosts
+
+    selected = SimpleNamespace(forge_objects=SimpleNamespace(), is_sdxl=True)
+    monkeypatch.setattr(sd_models, "forge_model_reload", lambda: pytest.fail("Forge's loader"),
+                        raising=False)
+    monkeypatch.setattr(sd_models, "reload_model_weights", lambda *a, **k: selected)
+    assert getattr(hosts, adapter)().ensure_model() is selected
