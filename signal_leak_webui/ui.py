@@ -32,6 +32,7 @@ from slb.settings import (
     MANUAL,
     MAX_CHANNELS,
     SettingsError,
+    choice_name,
     settings_from_args,
 )
 
@@ -146,6 +147,26 @@ def _paste_target(arg: str):  # noqa: ANN202
     return target
 
 
+def _paste_preset_target(presets: object):  # noqa: ANN202
+    """The preset dropdown's paste: its entry for the pasted name, with the choices read
+    again. Why: the page's choices are those of when the UI was built, and Gradio 4 (Forge,
+    Neo) empties a dropdown set to a value outside them, so a preset added since (or one
+    missing here, which a generation then reports) would be lost."""
+
+    def target(params: dict) -> object:
+        name = paste_value(params, "preset")
+        if name is None:
+            return None
+        choices = presets.dropdown_choices()
+        entry = next((c for c in choices if choice_name(c) == name), None)
+        if entry is None:
+            choices, entry = [*choices, name], name
+        return gr.update(choices=choices, value=entry)
+
+    target.__name__ = "signal_leak_preset"
+    return target
+
+
 def build(script: object, hooks: LeakHooks, host_components: dict) -> list:
     """The accordion for ``script``'s tab; returns its controls in API order."""
     presets = hooks.presets
@@ -257,7 +278,7 @@ def build(script: object, hooks: LeakHooks, host_components: dict) -> list:
 
     script.infotext_fields = []
     for control, arg in zip(controls, ARG_NAMES, strict=True):
-        target = _paste_target(arg)
+        target = _paste_preset_target(presets) if arg == "preset" else _paste_target(arg)
         field = PasteField(control, target, api=None) if PasteField else (control, target)
         script.infotext_fields.append(field)
     script.paste_field_names = [target for _, target in script.infotext_fields]

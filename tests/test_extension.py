@@ -321,6 +321,29 @@ def test_paste_restores_every_control(host, natural):
     assert (first.get("value") if isinstance(first, dict) else first) is False
 
 
+def test_pasting_a_preset_reads_the_choices_again(host, natural):
+    """The page's dropdown choices are those of when the UI was built; Gradio 4 (Forge,
+    Neo) empties a dropdown set to a value outside them, so the paste sends fresh choices
+    holding the pasted preset, also one added since and one missing here."""
+    import modules.paths as paths
+
+    script = host.script(TITLE)
+    control = host.runner("txt2img").inputs[script.args_from + ARG_NAMES.index("preset")]
+    assert "added-later" not in control.choices
+    save_preset(natural, Path(paths.models_path) / "signal_leak", "added-later")
+    def pasted(name: str) -> dict:
+        updates = host.paste(f"a cat\nSteps: 20, Seed: 1, Signal leak: {name}")
+        return dict((id(c), u) for c, u in updates)[id(control)]
+
+    for name, listed in (("added-later", True), ("not-here", False)):
+        update = pasted(name)
+        assert update["value"] == name and name in update["choices"], update
+        assert ("added-later" in update["choices"]) and ("natural" in update["choices"])
+        assert update["choices"][-1] == name or listed  # a missing one is added at the end
+    # manual is the manual entry
+    assert pasted("manual")["value"] == MANUAL
+
+
 def test_xyz_strength_axis_overrides_per_cell(host, natural):
     xyz = host.xyz_grid
     axis = next(o for o in xyz.axis_options if o.label == "[Signal Leak] Strength")

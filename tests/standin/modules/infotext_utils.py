@@ -96,7 +96,7 @@ def parse_generation_parameters(x, skip_fields=None):
 
 
 def convert_for(component, value):
-    if isinstance(value, dict) and value.get("__type__") == "update":
+    if isinstance(value, dict):  # a gr.update(...): the host passes it on as it is
         return value
     current = type(getattr(component, "value", None))
     try:
