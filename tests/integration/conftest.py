@@ -1,9 +1,12 @@
-"""Real-host suite: the extension inside a real AUTOMATIC1111 WebUI or WebUI Forge (opt-in).
+"""Real-host suite: the extension inside a real AUTOMATIC1111 WebUI or a Forge-family host
+(WebUI Forge, Forge Neo, reForge, Forge Classic) (opt-in).
 
-Every test in this folder is a ``webui`` test. It needs a WebUI checkout in SLB_WEBUI_DIR
-or a Forge checkout in SLB_FORGE_DIR (see README.md here; if both are set, Forge is used).
-Without either the tests are reported as skipped, with the reason; with one they carry the
-``webui`` marker, which the project's pytest config deselects unless ``-m webui`` is given.
+Every test in this folder is a ``webui`` test. It needs a WebUI checkout in SLB_WEBUI_DIR,
+or a Forge, Neo, reForge or Classic one in SLB_FORGE_DIR, SLB_NEO_DIR, SLB_REFORGE_DIR or
+SLB_CLASSIC_DIR (see README.md here; with several set: Neo, Classic, reForge, Forge, A1111,
+the first set). Without any the tests are reported as skipped, with the reason; with one
+they carry the ``webui`` marker, which the project's pytest config deselects unless
+``-m webui`` is given.
 
 The ``webui_server`` session fixture builds a tiny random-weight checkpoint and tokenizer
 (on A1111 also tiny SDXL, SDXL-refiner and SD 2.x-v checkpoints: tiny_families.py)
@@ -19,11 +22,17 @@ Environment:
                            if it exists, else the interpreter running pytest).
   SLB_FORGE_DIR            WebUI Forge checkout; takes precedence over SLB_WEBUI_DIR.
   SLB_FORGE_PYTHON         interpreter for Forge (default as for SLB_WEBUI_PYTHON).
-  Neither directory set: every test here is skipped.
+  SLB_REFORGE_DIR          reForge checkout (with repositories/); over SLB_FORGE_DIR.
+  SLB_REFORGE_PYTHON       its interpreter.
+  SLB_CLASSIC_DIR          Forge Classic checkout (with repositories/); over SLB_REFORGE_DIR.
+  SLB_CLASSIC_PYTHON       its interpreter.
+  SLB_NEO_DIR              Forge Neo checkout; over all the others.
+  SLB_NEO_PYTHON           its interpreter.
+  No directory set: every test here is skipped.
   SLB_EXTENSION_DIR        folder linked in as the extension (default: this repository).
   SLB_WEBUI_START_TIMEOUT  seconds to wait for the API (default 300).
   SLB_WEBUI_KEEP_LOG       if set, copy the server log to this path at the end.
-  SLB_MODEL_CACHE          Forge: folder that keeps the built checkpoints between runs
+  SLB_MODEL_CACHE          Forge family: folder that keeps the built checkpoints between runs
                            (reused while their builder is unchanged; default: none, they are
                            built into the run's temporary folder).
 """
@@ -33,6 +42,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -53,6 +63,7 @@ from slb_webui import (
     HOST_FAMILIES,
     HOST_NAMES,
     HOSTS,
+    LDM_PATCHED,
     NEO,
     RECTIFIED_CHECKPOINT,
     SD1_CHECKPOINT,
@@ -70,8 +81,9 @@ PROBE_NAME = "zz-slb-probe"  # folder-name order: its hooks run after the extens
 SKIP_REASON = (
     "real-host WebUI suite not configured: set SLB_WEBUI_DIR to an AUTOMATIC1111 v1.10.1 "
     "checkout (and SLB_WEBUI_PYTHON to its interpreter), SLB_FORGE_DIR to a WebUI Forge "
-    "checkout (and SLB_FORGE_PYTHON), or SLB_NEO_DIR to a Forge Neo one (and SLB_NEO_PYTHON); "
-    "see tests/integration/README.md"
+    "checkout (and SLB_FORGE_PYTHON), SLB_NEO_DIR to a Forge Neo one (and SLB_NEO_PYTHON), "
+    "SLB_REFORGE_DIR to a reForge one (and SLB_REFORGE_PYTHON) or SLB_CLASSIC_DIR to a Forge "
+    "Classic one (and SLB_CLASSIC_PYTHON); see tests/integration/README.md"
 )
 
 # Flags for a CPU-only, offline start (see HOST-NOTES 12).
@@ -110,11 +122,24 @@ FORGE_FLAGS = ["--always-cpu", "--no-half", "--precision", "full", *FORGE_FAMILY
 # Forge Neo's: it has no --always-cpu, --no-half, --precision or --no-download-sd-model,
 # stops on an unknown flag, and without --cpu looks for a GPU (HOST-NOTES 14).
 NEO_FLAGS = ["--cpu", "--force-fp32", *FORGE_FAMILY_SKIPS, "--nowebui"]
-HOST_FLAGS = {"a1111": WEBUI_FLAGS, "forge": FORGE_FLAGS, "neo": NEO_FLAGS}
+
+# reForge keeps every one of Forge's flags (R:modules/cmd_args.py 12-120,
+# R:ldm_patched/modules/args_parser.py 130, 144).
+REFORGE_FLAGS = FORGE_FLAGS
+
+# Forge Classic has no --precision (C:modules/cmd_args.py) and stops on an unknown flag; on
+# the CPU its ldm_patched backend runs in float32 anyway (its log: "UNet dtype:
+# torch.float32").
+CLASSIC_FLAGS = [flag for flag in FORGE_FLAGS if flag not in ("--precision", "full")]
+HOST_FLAGS = {"a1111": WEBUI_FLAGS, "forge": FORGE_FLAGS, "neo": NEO_FLAGS,
+              "reforge": REFORGE_FLAGS, "classic": CLASSIC_FLAGS}
 
 # Settings written to the data dir's config.json before start.
 WEBUI_SETTINGS = {
-    "live_previews_enable": False,  # the "Approx NN" preview would want a download
+    # the "Approx NN" preview (reForge's default, R:modules/shared_options.py:429) loads
+    # models/VAE-approx/model.pt before every job and downloads it when missing
+    # (R:modules/processing.py 1002-1003): an HTTP 500 offline
+    "live_previews_enable": False,
     "show_progress_every_n_steps": -1,
     "samples_save": False,
     "grid_save": False,
@@ -137,6 +162,21 @@ def pytest_report_header(config: pytest.Config) -> str:
     if others:
         line += f" ({', '.join(others)} set too: only {HOST_NAMES[HOST]} is run)"
     return line
+
+
+def forge_version_host(webui_dir: Path) -> str | None:
+    """Which Forge-family host a checkout says it is in modules_forge/forge_version.py, as
+    the extension's detect() reads it: ``version = "neo"`` (Neo), ``"classic"`` (Forge
+    Classic), ``'<release>-v<A1111 release>'`` (reForge, e.g. '1.0.0v2-v1.10.1RC'), any other
+    (Forge: '2.0.1v1.10.1'); None without the file."""
+    path = webui_dir / "modules_forge" / "forge_version.py"
+    if not path.is_file():
+        return None
+    match = re.search(r"""^version\s*=\s*['"]([^'"]*)['"]""", path.read_text(), re.MULTILINE)
+    version = match.group(1) if match else ""
+    if version in ("neo", "classic"):
+        return version
+    return "reforge" if re.search(r"-v\d+\.\d+", version) else "forge"
 
 
 def python_variable(host: str) -> str:
@@ -324,6 +364,9 @@ def lay_out_data_dir(setup: WebUISetup, checkpoint: str = SD1_CHECKPOINT) -> Non
     extensions/, and config.json with the suite's settings, starting on ``checkpoint``."""
     setup.model_dir.mkdir(parents=True)
     (setup.data_dir / "extensions").mkdir()
+    # Neo's default temp_dir is DATA/tmp, which it writes gallery images into without
+    # creating it (N:modules/ui_tempdir.py:34-47, modules/shared_options.py:73)
+    (setup.data_dir / "tmp").mkdir()
     link = setup.data_dir / "extensions" / EXTENSION_NAME
     link.symlink_to(setup.extension_dir, target_is_directory=True)
     # the test probe (inactive unless a request names a folder); sorts after the extension
@@ -349,10 +392,13 @@ def webui_setup(tmp_path_factory: pytest.TempPathFactory) -> WebUISetup:
         pytest.fail(f"{dir_var}={webui_dir} has no launch.py")
     if FORGE and not (webui_dir / "modules_forge").is_dir():
         pytest.fail(f"{dir_var}={webui_dir} has no modules_forge/: not a Forge-family host")
-    version = webui_dir / "modules_forge" / "forge_version.py"
-    if FORGE and NEO != ('version = "neo"' in (version.read_text() if version.is_file() else "")):
-        pytest.fail(f"{dir_var}={webui_dir}: modules_forge/forge_version.py does not say "
-                    f"{'it is' if NEO else 'it is not'} Forge Neo")
+    says = forge_version_host(webui_dir)
+    if FORGE and says != HOST:
+        pytest.fail(f"{dir_var}={webui_dir}: modules_forge/forge_version.py says it is "
+                    f"{HOST_NAMES.get(says, says)}, not {HOST_NAMES[HOST]}")
+    if LDM_PATCHED != (webui_dir / "ldm_patched").is_dir():
+        pytest.fail(f"{dir_var}={webui_dir}: {HOST_NAMES[HOST]} "
+                    f"{'has no' if LDM_PATCHED else 'has an'} ldm_patched/ backend")
     extension_dir = Path(os.environ.get("SLB_EXTENSION_DIR") or REPO_ROOT).resolve()
     if not extension_dir.is_dir():
         pytest.fail(f"SLB_EXTENSION_DIR={extension_dir} is not a folder")
@@ -385,6 +431,16 @@ def webui_setup(tmp_path_factory: pytest.TempPathFactory) -> WebUISetup:
     if build.returncode != 0:
         pytest.fail(f"building the tiny model failed:\n{build.stdout}\n{build.stderr}")
     print(f"\n[webui] models: {build.stdout.strip()}")
+    if LDM_PATCHED and "sd2" in HOST_FAMILIES:
+        # reForge and Classic build the outer model from A1111's config (the yaml beside the
+        # checkpoint, R:modules_forge/forge_loader.py 393-404, C:153-173) and only then swap
+        # in their own UNet, VAE and text encoder: they need the whole SD 2.x-v config, the
+        # one they would pick themselves for an SD 2.x-v checkpoint (their
+        # modules/sd_models_config.py config_sd2v). Without a yaml they would guess by
+        # running a full-size SD 2.x UNet on the checkpoint, which the small UNet cannot fill.
+        own = (webui_dir / "repositories" / "stable-diffusion-stability-ai" / "configs" /
+               "stable-diffusion" / "v2-inference-v.yaml")
+        shutil.copyfile(own, (setup.model_dir / FAMILY_MODELS["sd2"][0]).with_suffix(".yaml"))
     if NEO:  # the same SDXL weights, which Neo runs as rectified flow for this name
         (setup.model_dir / RECTIFIED_CHECKPOINT).symlink_to(
             (setup.model_dir / SDXL_CHECKPOINT).resolve())

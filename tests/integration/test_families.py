@@ -22,6 +22,7 @@ import pytest
 from slb_webui import (
     FAMILY_MODELS,
     FORGE,
+    LDM_PATCHED,
     NEO,
     NO_SD2,
     RECTIFIED_CHECKPOINT,
@@ -80,7 +81,11 @@ def test_checkpoint_loads_and_gives_finite_images(webui_server, sd1_afterwards, 
     answer = webui_server.post("/sdapi/v1/txt2img", with_probe(on(checkpoint), folder))
     assert info(answer)["sd_model_name"] == stem(checkpoint), info(answer)
     log = webui_server.log_text()
-    if FORGE:  # F:modules/sd_models.py 479, 522 (Neo's alike)
+    if LDM_PATCHED:  # A1111's loader: R:modules/sd_models.py 712, 1181; C:318, 595
+        assert "Loading weights [" in log and \
+            f"] from {webui_server.model_dir / checkpoint}\n" in log, webui_server.log_tail()
+        assert " loaded in " in log, webui_server.log_tail()
+    elif FORGE:  # F:modules/sd_models.py 479, 522 (Neo's alike)
         assert f"Loading Model: {{'checkpoint_info': {{'filename': " \
                f"'{webui_server.model_dir / checkpoint}'" in log, webui_server.log_tail()
         assert "Model loaded in " in log, webui_server.log_tail()
@@ -328,7 +333,8 @@ def test_work_right_after_a_switch_uses_the_selected_checkpoint(
 
 
 @pytest.mark.skipif(not NEO, reason="Forge Neo only: it runs an SDXL checkpoint whose file name "
-                    "says 'rectified' as a rectified-flow model; A1111 and Forge have no such mode")
+                    "says 'rectified' as a rectified-flow model; A1111, Forge, reForge and Forge "
+                    "Classic have no such mode (no 'rectified' in their loaders)")
 def test_rectified_flow_sdxl_gets_no_leak(webui_server, presets, sd1_afterwards, probe):
     """A real flow-matching generation in Neo: the SDXL weights under a name with "rectified"
     run with Neo's PredictionDiscreteFlow (N:backend/loader.py 894-895,

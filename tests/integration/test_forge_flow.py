@@ -1,5 +1,5 @@
 """Forge-family hosts: the host adapter's decision on the host's real predictor and model
-classes (flow-matching models: no leak), in Forge and in Forge Neo.
+classes (flow-matching models: no leak), in Forge, Forge Neo, reForge and Forge Classic.
 
 The suite's models are SD 1.x, SDXL and SD 2.x (epsilon and v predictors), so a running
 server cannot show every family the host runs; Flux, Chroma, Qwen-Image, Wan and the other
@@ -18,6 +18,10 @@ itself picks (``signal_leak_webui.host.detect()``) about the host's own objects 
   flags and the predictor ``_get_predictor`` returns for both of Neo's flow model types.
   ``model_facts`` must say ``flow`` with the not-applied reason for each. (A real Neo
   generation with a flow predictor is in ``test_families.py``: the rectified-flow SDXL.)
+- reForge and Forge Classic (the ``ldm_patched`` backend, no predictor): the schedule object
+  their loader builds with ``ldm_patched.modules.model_base.model_sampling`` for each model
+  type it has (``EPS``, ``V_PREDICTION``; reForge also ``FLOW`` for SD3 and ``FLUX``), placed
+  where they keep it (``sd_model.forge_objects.unet.model.model_sampling``).
 
 How: a subprocess of the host's interpreter, run in its checkout with the checkout, its
 package folders and the extension root on ``sys.path``. ``host.py`` imports the host's
@@ -33,26 +37,30 @@ import json
 import subprocess
 
 import pytest
-from slb_webui import NEO
+from slb_webui import HOST, HOST_ADAPTERS, LDM_PATCHED, NEO, REFORGE
 
-# Run by the host's interpreter: argv = checkout, extension root, a scratch data dir, "neo"
-# or "forge".
+# Run by the host's interpreter: argv = checkout, extension root, a scratch data dir, the
+# suite's host name ("forge", "neo", "reforge", "classic").
 CHECK = r"""
 import inspect, json, os, sys, types
 
 forge, extension, data, host = sys.argv[1:5]
 neo = host == "neo"
+ldm_patched = host in ("reforge", "classic")
 sys.argv = [sys.argv[0], "--cpu" if neo else "--always-cpu", "--skip-version-check",
             "--data-dir", data]
 sys.path[:0] = [forge, os.path.join(forge, "packages_3rdparty"),
                 os.path.join(forge, "modules_forge", "packages"), extension]
 
-from backend.modules import k_prediction
-
 def config(**settings):
     return types.SimpleNamespace(sampling_settings=dict(settings))
 
-if neo:  # N:backend/modules/k_prediction.py 48-49, 97-98, 131-132, 220-223
+if not ldm_patched:
+    from backend.modules import k_prediction
+
+if ldm_patched:
+    predictors = {}  # after the host's start-up: ldm_patched reads its parsed flags
+elif neo:  # N:backend/modules/k_prediction.py 48-49, 97-98, 131-132, 220-223
     schedule = dict(sigma_data=1.0, beta_schedule="linear", linear_start=0.00085,
                     linear_end=0.012, timesteps=1000)
     predictors = {
@@ -75,18 +83,32 @@ from modules import initialize
 initialize.imports()
 from signal_leak_webui.host import detect
 
+if ldm_patched:  # R:ldm_patched/modules/model_base.py 59-104, C:34-48
+    from ldm_patched.modules import model_base
+
+    types_ = {"epsilon": "EPS", "v_prediction": "V_PREDICTION", "discrete_flow": "FLOW",
+              "flux": "FLUX"}
+    predictors = {name: model_base.model_sampling(config(shift=3.0),
+                                                  model_base.ModelType[kind])
+                  for name, kind in types_.items() if kind in model_base.ModelType.__members__}
+
 host = detect()
 result = {"adapter": type(host).__name__, "predictors": {}, "engines": {}}
 
 def on_model(sd_model, predictor):
-    unet = types.SimpleNamespace(model=types.SimpleNamespace(predictor=predictor))
+    where = "model_sampling" if ldm_patched else "predictor"
+    unet = types.SimpleNamespace(model=types.SimpleNamespace(**{where: predictor}))
     sd_model.forge_objects = types.SimpleNamespace(unet=unet)
     return sd_model
 
 for name, predictor in predictors.items():
     facts = host.model_facts(on_model(types.SimpleNamespace(), predictor))
+    if ldm_patched:  # the class the loader made: the sampling base and the prediction mixin
+        kind = "+".join(c.__name__ for c in type(predictor).__bases__)
+    else:
+        kind = predictor.prediction_type
     result["predictors"][name] = {
-        "class": type(predictor).__qualname__, "prediction_type": predictor.prediction_type,
+        "class": type(predictor).__qualname__, "prediction_type": kind,
         "sigma_max": float(predictor.sigma_max), "decision": facts.prediction,
         "reason": facts.reason}
 
@@ -114,7 +136,17 @@ print("RESULT " + json.dumps(result))
 """
 
 EXPECTED = {"epsilon": "eps", "v_prediction": "v", "discrete_flow": "flow", "flux": "flow"}
+if LDM_PATCHED and not REFORGE:  # Classic's ldm_patched has only EPS and V_PREDICTION models
+    EXPECTED = {"epsilon": "eps", "v_prediction": "v"}
 FLOW_REASON = "flow-matching models start from pure noise"
+# the classes each host builds: Forge's and Neo's predictors; ldm_patched's model_sampling
+# class, made of the sampling base and the prediction mixin (its __bases__)
+CLASSES = {"epsilon": "Prediction", "v_prediction": "Prediction",
+           "discrete_flow": "PredictionDiscreteFlow", "flux": "PredictionFlux"}
+LDM_PATCHED_BASES = {"epsilon": "ModelSamplingDiscrete+EPS",
+                     "v_prediction": "ModelSamplingDiscrete+V_PREDICTION",
+                     "discrete_flow": "ModelSamplingDiscreteFlow+CONST",
+                     "flux": "ModelSamplingFlux+CONST"}
 
 
 def test_predictors_and_model_classes_give_the_right_decision(webui_setup, tmp_path):
@@ -124,7 +156,7 @@ def test_predictors_and_model_classes_give_the_right_decision(webui_setup, tmp_p
     data.mkdir()
     run = subprocess.run(
         [webui_setup.python, "-c", CHECK, str(webui_setup.webui_dir),
-         str(webui_setup.extension_dir), str(data), "neo" if NEO else "forge"],
+         str(webui_setup.extension_dir), str(data), HOST],
         cwd=webui_setup.webui_dir,
         env=webui_setup.env,
         capture_output=True,
@@ -134,7 +166,7 @@ def test_predictors_and_model_classes_give_the_right_decision(webui_setup, tmp_p
     lines = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
     assert run.returncode == 0 and lines, (run.stdout[-2000:], run.stderr[-4000:])
     result = json.loads(lines[-1][len("RESULT "):])
-    assert result["adapter"] == ("NeoHost" if NEO else "ForgeHost")
+    assert result["adapter"] == HOST_ADAPTERS[HOST]
     for name, entry in result["predictors"].items():
         print(f"[predictor] {name}: {entry['class']} prediction_type="
               f"{entry['prediction_type']!r} sigma_max={entry['sigma_max']:.4f} -> "
@@ -143,9 +175,12 @@ def test_predictors_and_model_classes_give_the_right_decision(webui_setup, tmp_p
     assert {name: entry["decision"] for name, entry in predictors.items()} == EXPECTED
     assert {name: entry["reason"] for name, entry in predictors.items()} == {
         name: FLOW_REASON if kind == "flow" else "" for name, kind in EXPECTED.items()}
-    classes = {name: entry["class"] for name, entry in predictors.items()}
-    assert classes == {"epsilon": "Prediction", "v_prediction": "Prediction",
-                       "discrete_flow": "PredictionDiscreteFlow", "flux": "PredictionFlux"}
+    if LDM_PATCHED:
+        bases = {name: entry["prediction_type"] for name, entry in predictors.items()}
+        assert bases == {name: LDM_PATCHED_BASES[name] for name in EXPECTED}
+    else:
+        classes = {name: entry["class"] for name, entry in predictors.items()}
+        assert classes == CLASSES
     engines = result["engines"]
     for name, entry in engines.items():
         print(f"[engine] {name}: {entry['predictor']} -> {entry['decision']} "

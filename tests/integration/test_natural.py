@@ -77,8 +77,9 @@ def test_one_click_coco128_at_native_size_timing(webui_server, presets, tmp_path
     import pytest
 
     if FORGE and not os.environ.get("SLB_COCO128_TIMING"):
-        pytest.skip("Forge's full-size VAE makes this a 26-minute fit on two CPU cores; set "
-                    "SLB_COCO128_TIMING=1 to time it")
+        pytest.skip("the Forge-family checkpoint's full-size SD VAE (forge_tiny_model.py) "
+                    "makes this a 26-minute fit on two CPU cores; set SLB_COCO128_TIMING=1 "
+                    "to time it")
 
     from slb_webui import import_slb
 

@@ -8,6 +8,8 @@ the host's axes, and ours follow them in the order the extension registers them.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 from slb_webui import (
@@ -74,3 +76,38 @@ def test_xyz_preset_and_leak_seed_axes(webui_server, presets):
     texts = infotexts(answer)
     assert "Signal leak seed: 5," in texts[1] and "Signal leak seed: 6," in texts[2]
     assert not np.array_equal(pixels(answer, 1), pixels(answer, 2))
+
+
+def test_xyz_axes_with_the_ui(webui_setup, webui_server, tmp_path):
+    """With the web UI the host builds its scripts after ``on_before_ui`` (the other start
+    order than ``--nowebui``'s): the X/Y/Z script's own axis list then carries our axes, so
+    ``script-info`` lists them after the host's, and a strength axis picked by that index
+    runs. A second server with the UI, on its own data dir and the SD 1.x checkpoint only
+    (the session's ``--nowebui`` server keeps running)."""
+    suite = sys.modules[type(webui_setup).__module__]  # this folder's conftest, as loaded
+    setup = suite.WebUISetup(webui_setup.webui_dir, webui_setup.python,
+                             dict(webui_setup.env), tmp_path / "ui", forge=webui_setup.forge)
+    setup.extension_dir = webui_setup.extension_dir
+    suite.lay_out_data_dir(setup)
+    if "SLB_TEST_OPEN_CLIP_CONFIGS" in webui_setup.env:  # A1111: the session's configs
+        setup.env["SLB_TEST_OPEN_CLIP_CONFIGS"] = webui_setup.env["SLB_TEST_OPEN_CLIP_CONFIGS"]
+    checkpoint = webui_server.model_dir / "tiny.safetensors"
+    (setup.model_dir / checkpoint.name).symlink_to(checkpoint.resolve())
+    for side in (".yaml",):  # A1111's tiny model has its config beside it
+        if checkpoint.with_suffix(side).is_file():
+            (setup.model_dir / checkpoint.with_suffix(side).name).symlink_to(
+                checkpoint.with_suffix(side).resolve())
+    with suite.start_server(setup, ui=True) as server:
+        for is_img2img in (False, True):
+            labels = xyz_info(server, is_img2img)["args"][0]["choices"]
+            ours = [label for label in labels if label.startswith("[Signal Leak] ")]
+            assert ours[:len(OUR_AXES)] == OUR_AXES, labels
+            assert labels.index(OUR_AXES[0]) > labels.index("Seed"), labels  # after the host's
+        index = xyz_info(server)["args"][0]["choices"].index("[Signal Leak] Strength")
+        answer = server.post("/sdapi/v1/txt2img", txt2img_request(
+            {"preset": "manual (no preset)", "means": {"0": 2.0}}, script_name=XYZ,
+            script_args=xyz_args(server, index, "0, 2")))
+        texts = infotexts(answer)
+        assert len(answer["images"]) == 3, texts  # the grid, then 2 cells
+        assert "Signal leak strength: 0," in texts[1] and "Signal leak strength: 2," in texts[2]
+        assert not np.array_equal(pixels(answer, 1), pixels(answer, 2))
