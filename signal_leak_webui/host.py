@@ -139,11 +139,12 @@ class A1111Host:
 
     def model_facts(self, sd_model: object) -> ModelFacts:
         """Everything planning needs of ``sd_model``, read once."""
-        prediction = self.prediction(sd_model)
-        return ModelFacts(family=self.model_family(sd_model), prediction=prediction,
+        prediction, family = self.prediction(sd_model), self.model_family(sd_model)
+        return ModelFacts(family=family, prediction=prediction,
                           latent_channels=lookups.latent_channels(sd_model),
                           scale_factor=self.scale_factor(sd_model),
-                          native_resolution=lookups.native_resolution(sd_model, prediction),
+                          native_resolution=lookups.native_resolution(sd_model, prediction,
+                                                                      family),
                           loaded=self.model_loaded(sd_model))
 
     def model_loaded(self, sd_model: object) -> bool:
@@ -332,7 +333,9 @@ class LdmPatchedHost(ForgeHost):
     - the schedule: the model's own ``alphas_cumprod`` table (slb.host), which both forks
       rescale for Zero Terminal SNR (R:modules/processing.py 1079-1082 with
       ``apply_alpha_schedule_override``; C:modules_forge/forge_loader.py 324-353, v models
-      only).
+      only);
+    - the family: from the detected UNet config, not the flags (reForge's are wrong for
+      SD 2.x).
     """
 
     name = "Forge (ldm_patched)"
@@ -360,6 +363,20 @@ class LdmPatchedHost(ForgeHost):
 
     def alphas_cumprod(self, p: object) -> torch.Tensor | None:
         return None  # slb.host reads the model's own (rescaled) table
+
+    def model_family(self, sd_model: object) -> str:
+        """The family of the UNet config the loader detected (ldm_patched's supported_models
+        class: ``SD15``, ``SD20``, ``SDXL`` and their subclasses), before the model's flags:
+        reForge sets ``is_sd2`` from ``cond_stage_model.model`` after wrapping the text
+        encoder in a class without it, so an SD 2.x model says ``is_sd1``
+        (R:modules_forge/forge_loader.py 500-506, 523-524)."""
+        unet = getattr(getattr(sd_model, "forge_objects", None), "unet", None)
+        config = getattr(getattr(unet, "model", None), "model_config", None)
+        names = {cls.__name__ for cls in type(config).__mro__} if config is not None else set()
+        for name, family in (("SDXL", "sdxl"), ("SD20", "sd2"), ("SD15", "sd1")):
+            if name in names:
+                return family
+        return super().model_family(sd_model)
 
 
 class ReForgeHost(LdmPatchedHost):

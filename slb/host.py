@@ -137,13 +137,14 @@ def latent_channels(sd_model: object, default: int = 4) -> int:
     return default
 
 
-def native_resolution(sd_model: object, prediction: str | None = None) -> int:
+def native_resolution(sd_model: object, prediction: str | None = None,
+                      family: str | None = None) -> int:
     """512 for SD 1.x, 768 for SD 2.x v-models, 1024 for SDXL; 512 otherwise.
 
-    ``prediction`` (``eps``/``v``) is the host's answer; by default the model's
-    ``parameterization`` attribute (A1111).
+    ``prediction`` (``eps``/``v``) and ``family`` are the host's answers; by default the
+    model's ``parameterization`` attribute and flags (A1111).
     """
-    family = model_family(sd_model)
+    family = family or model_family(sd_model)
     if family == "sdxl":
         return 1024
     if prediction is None:

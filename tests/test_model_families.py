@@ -365,3 +365,48 @@ def test_ldm_patched_hosts_load_the_selection_with_reload_model_weights(host, mo
                         raising=False)
     monkeypatch.setattr(sd_models, "reload_model_weights", lambda *a, **k: selected)
     assert getattr(hosts, adapter)().ensure_model() is selected
+
+
+class BASE:  # ldm_patched's supported_models names (R:ldm_patched/modules/supported_models.py)
+    pass
+
+
+class SD15(BASE):
+    pass
+
+
+class SD20(BASE):
+    pass
+
+
+class SDXL(BASE):
+    pass
+
+
+class SSD1B(SDXL):
+    pass
+
+
+class SDXLRefiner(BASE):
+    pass
+
+
+@pytest.mark.parametrize("adapter", ["ReForgeHost", "ClassicHost"])
+@pytest.mark.parametrize(("config", "mixin", "flags", "family", "native"), [
+    # reForge flags an SD 2.x model is_sd1 (its is_sd2 test looks for cond_stage_model.model
+    # after wrapping the text encoder): the detected UNet config says SD20
+    (SD20, V_PREDICTION, {"is_sd1": True, "parameterization": "v"}, "sd2", 768),
+    (SD20, EPS, {"is_sd1": True}, "sd2", 512),
+    (SD15, EPS, {"is_sd1": True}, "sd1", 512),
+    (SSD1B, EPS, {"is_sdxl": True}, "sdxl", 1024),
+    (SDXLRefiner, EPS, {"is_sdxl": True}, "sdxl", 1024),  # no match: the flags
+])
+def test_ldm_patched_hosts_take_the_family_from_the_detected_unet_config(
+        host, adapter, config, mixin, flags, family, native):
+    import signal_leak_webui.host as hosts
+
+    model = _ldm_patched_model(mixin, **flags)
+    model.forge_objects.unet.model.model_config = config()
+    facts = getattr(hosts, adapter)().model_facts(model)
+    assert (facts.family, facts.native_resolution) == (family, native)
+    assert getattr(hosts, adapter)().model_metadata(model)["model_family"] == family
