@@ -297,9 +297,21 @@ def _stop(process: subprocess.Popen) -> None:
             continue
 
 
+class _ApiWorkerDied(Exception):
+    """The host's API thread died during start-up while its process lives on."""
+
+
+# Forge-family hosts build the API in a thread (webui.py api_only_worker) while the main
+# thread loads the model; reForge's died there once in pydantic's create_model ("SystemError:
+# bad argument to internal function" from a deepcopy), leaving a process without an API.
+API_WORKER_DIED = "in api_only_worker\n"
+
+
 def _wait_ready(url: str, process: subprocess.Popen, log_path: Path, timeout: float) -> float:
     start = time.monotonic()
     while True:
+        if API_WORKER_DIED in log_tail(log_path, 400):
+            raise _ApiWorkerDied(f"the host's API thread died at start\n{log_tail(log_path)}")
         if process.poll() is not None:
             pytest.fail(
                 f"WebUI exited with code {process.returncode} before its API answered.\n"
@@ -488,18 +500,30 @@ def start_server(setup: WebUISetup, ui: bool = False, expect: str = "tiny"
     ]
     base_url = f"http://127.0.0.1:{port}"
     timeout = float(os.environ.get("SLB_WEBUI_START_TIMEOUT", "300"))
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            command,
-            cwd=setup.webui_dir,
-            env=setup.env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group, stopped as a whole below
-        )
+    for attempt in range(2):  # a second start only after the API thread died (above)
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(
+                command,
+                cwd=setup.webui_dir,
+                env=setup.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group, stopped as a whole below
+            )
+        try:
+            started = _wait_ready(base_url + "/sdapi/v1/sd-models", process, log_path,
+                                  timeout)
+            break
+        except _ApiWorkerDied as died:
+            _stop(process)
+            if attempt:
+                pytest.fail(str(died))
+            print(f"\n[webui] {str(died).splitlines()[0]}; starting it once more")
+        except BaseException:
+            _stop(process)
+            raise
     try:
-        started = _wait_ready(base_url + "/sdapi/v1/sd-models", process, log_path, timeout)
         print(f"\n[webui] {HOST_NAMES[HOST]} API up at {base_url} after {started:.1f} s "
               f"(log: {log_path})")
         server = WebUI(base_url, log_path, setup.data_dir, setup.model_dir)
