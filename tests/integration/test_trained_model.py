@@ -1,0 +1,145 @@
+"""The trained demo model (demo/) inside the real A1111.
+
+1. The host's own ldm modules, built from the installed config, compute what the training
+   code's networks compute (UNet, autoencoder, the text conditioning of the training
+   prompt): the weights were trained for the function the WebUI runs.
+2. On the trained model the leak does what the paper says: a preset fitted through the fit
+   route on dark scenes makes the generations darker, with the same seeds.
+
+The full measurement (256 images per configuration) is demo/measure.py, a benchmark.
+A1111 only: the demo model has the tiny text encoder, which Forge-family hosts replace by
+full-size CLIP."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from slb_webui import FORGE, pixels
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = [
+    pytest.mark.skipif(FORGE, reason="the demo model is built for A1111's ldm config loader "
+                       "(Forge-family hosts build full-size CLIP)"),
+    pytest.mark.skipif(not (REPO / "demo" / "model" / "SHA256SUMS").is_file(),
+                       reason="no trained demo weights committed yet "
+                       "(python -m demo.train demo/model)"),
+]
+DARKER_BY = 0.05  # mean brightness, in [0, 1]
+
+# Run by the WebUI's interpreter in its checkout: argv = repo, models folder; prints diffs.
+SAME_FUNCTION = r"""
+import json, sys
+from pathlib import Path
+sys.path.insert(0, "repositories/stable-diffusion-stability-ai")
+sys.path.insert(0, sys.argv[1])
+import torch
+from transformers import CLIPTextConfig, CLIPTextModel
+
+def from_config(cls, path, **kwargs):
+    return cls(CLIPTextConfig.from_pretrained(path))
+
+CLIPTextModel.from_pretrained = classmethod(from_config)
+from omegaconf import OmegaConf
+from ldm.util import instantiate_from_config
+from safetensors.torch import load_file
+from demo.train import PROMPT, prompt_embeddings, unet_for, vae_for
+
+models = Path(sys.argv[2])
+config = OmegaConf.load(models / "scenes.yaml")
+host = instantiate_from_config(config.model).eval()
+weights = {k: v.float() if v.is_floating_point() else v
+           for k, v in load_file(str(models / "scenes.safetensors")).items()}
+missing, unexpected = host.load_state_dict(weights, strict=False)
+unet, vae = unet_for().eval(), vae_for().eval()
+def part(prefix):
+    return {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
+
+unet.load_state_dict(part("model.diffusion_model."))
+vae.load_state_dict(part("first_stage_model."))
+torch.manual_seed(0)
+x, t = torch.randn(2, 4, 16, 16), torch.tensor([999.0, 417.25])
+image = torch.rand(2, 3, 128, 128) * 2 - 1
+with torch.no_grad():
+    context = host.get_learned_conditioning([PROMPT, ""])
+    ours_context = prompt_embeddings(models / "scenes-clip-tokenizer", [PROMPT, ""])
+    eps_host = host.model.diffusion_model(x, t, context=context)
+    eps_ours = unet(x, t, context)
+    post = host.first_stage_model.encode(image)
+    mean, logvar = vae.encode(image)
+print(json.dumps({
+    "missing": [k for k in missing if not k.startswith(("betas", "alphas", "sqrt", "log_one",
+                                                        "posterior", "model_ema"))],
+    "unexpected": unexpected,
+    "scale_factor": float(host.scale_factor),
+    "context": (context - ours_context).abs().max().item(),
+    "eps": (eps_host - eps_ours).abs().max().item(),
+    "eps_size": eps_host.abs().mean().item(),
+    "encode": (post.mean - mean).abs().max().item(),
+    "decode": (host.first_stage_model.decode(mean) - vae.decode(mean)).abs().max().item(),
+}))
+"""
+
+
+@pytest.fixture(scope="module")
+def demo_models(webui_setup, webui_server):  # noqa: ANN201
+    done = subprocess.run([webui_setup.python, "-m", "demo.install_model",
+                           str(webui_setup.model_dir)], cwd=REPO, env=webui_setup.env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    webui_server.post("/sdapi/v1/refresh-checkpoints", {})
+    return webui_setup.model_dir
+
+
+def test_the_host_computes_what_the_model_was_trained_as(webui_setup, demo_models):
+    done = subprocess.run([webui_setup.python, "-c", SAME_FUNCTION, str(REPO),
+                           str(demo_models)], cwd=webui_setup.webui_dir, env=webui_setup.env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["missing"] == [] and result["unexpected"] == []
+    from demo.install_model import scale_factor
+
+    assert result["scale_factor"] == pytest.approx(scale_factor(
+        demo_models / "scenes.safetensors"), rel=1e-6)
+    assert result["context"] < 1e-5
+    assert result["eps"] < 1e-5 * max(1.0, result["eps_size"])
+    assert result["encode"] < 1e-5 and result["decode"] < 1e-4
+
+
+def _brightness(answer: dict) -> np.ndarray:
+    return np.array([pixels(answer, i).mean() / 255 for i in range(len(answer["images"]))])
+
+
+def test_a_dark_leak_darkens_the_trained_models_images(webui_server, demo_models, tmp_path):
+    from PIL import Image
+
+    from demo.scenes import scenes
+
+    folder = tmp_path / "dark"
+    folder.mkdir()
+    for i, image in enumerate(scenes(64, seed=99, size=128, style="dark")):
+        Image.fromarray(image).save(folder / f"{i:03d}.png")
+    fitted = webui_server.post("/signal-leak/v1/fit", {"folder": str(folder), "name": "dark",
+                                                       "resolution": 128})
+    assert fitted["images"] == 64 and fitted["latent_shape"] == [4, 16, 16]
+
+    def generate(leak: dict | None) -> np.ndarray:
+        request = {"prompt": "a landscape", "negative_prompt": "", "seed": 7, "steps": 20,
+                   "width": 128, "height": 128, "cfg_scale": 1.0, "sampler_name": "Euler",
+                   "batch_size": 8, "n_iter": 1, "send_images": True, "save_images": False,
+                   "override_settings": {"sd_model_checkpoint": "scenes.safetensors",
+                                         "return_grid": False},
+                   "override_settings_restore_afterwards": True}
+        if leak:
+            request["alwayson_scripts"] = {"signal leak bias": {"args": [leak]}}
+        return _brightness(webui_server.post("/sdapi/v1/txt2img", request))
+
+    plain, dark = generate(None), generate({"preset": "dark"})
+    print(f"[demo] brightness plain {plain.mean():.3f}, with the dark leak {dark.mean():.3f}")
+    assert dark.mean() < plain.mean() - DARKER_BY
+    assert (dark < plain).mean() >= 0.75  # image by image (same seeds), not only on average
+
