@@ -1,5 +1,6 @@
-"""Browser suite: the extension's UI in a real AUTOMATIC1111 WebUI, driven by Playwright with
-the system's Chromium (opt-in; see README.md here).
+"""Browser suite: the extension's UI in a real WebUI (AUTOMATIC1111, or a Forge-family host
+the real-host suite is set to), driven by Playwright with the system's Chromium (opt-in;
+see README.md here).
 
 The WebUI is started by the real-host suite's fixture code (tests/integration/conftest.py:
 same tiny models, same temporary --data-dir layout, same offline flags) but with its UI
@@ -75,8 +76,21 @@ for _tab in ("txt2img", "img2img"):
         f"{_tab}/Prompt/value": "a photo of a cat",
         f"customscript/sampler.py/{_tab}/Sampling steps/value": 3,
         f"customscript/sampler.py/{_tab}/Sampling method/value": "Euler",
+        # Forge Neo's labels
+        f"customscript/sampler.py/{_tab}/Sampling Steps/value": 3,
+        f"customscript/sampler.py/{_tab}/Sampling Method/value": "Euler",
         f"customscript/seed.py/{_tab}/Seed/value": 1234,
     })
+
+
+# Forge and Neo set the txt2img/img2img size, steps, sampler and CFG from settings of the UI
+# preset ("sd", "xl", ...) when the page loads (Forge modules_forge/main_entry.py:340-362,
+# Neo modules_forge/main_entry.py:453-500), over ui-config.json: the same defaults for "sd".
+FORGE_UI_SETTINGS = {"forge_preset": "sd"}
+for _tab in ("t2i", "i2i"):
+    FORGE_UI_SETTINGS.update({f"sd_{_tab}_width": 64, f"sd_{_tab}_height": 64,
+                              f"sd_{_tab}_step": 3, f"sd_{_tab}_sampler": "Euler",
+                              f"sd_{_tab}_cfg": 7})
 
 
 def chromium_path() -> str | None:
@@ -95,9 +109,6 @@ def skip_reason() -> str | None:
     if HOST is None:
         return ("browser suite not configured: set SLB_WEBUI_DIR to an AUTOMATIC1111 v1.10.1 "
                 "checkout (and SLB_WEBUI_PYTHON); see tests/browser/README.md")
-    if FORGE:
-        return (f"browser suite drives AUTOMATIC1111's Gradio 3 UI; {HOSTS[HOST]} is set "
-                f"({HOST_NAMES[HOST]}'s Gradio 4 UI is not covered yet)")
     if importlib.util.find_spec("playwright") is None:
         return ("browser suite needs the playwright package in the test environment "
                 "(pip install playwright; its browser download is not needed)")
@@ -118,7 +129,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_report_header(config: pytest.Config) -> str:
     if SKIP_REASON is not None:
         return f"browser suite: skipped ({SKIP_REASON})"
-    return f"browser suite: chromium={chromium_path()} SLB_WEBUI_DIR={os.environ['SLB_WEBUI_DIR']}"
+    return (f"browser suite: chromium={chromium_path()} {HOST_NAMES[HOST]} "
+            f"{HOSTS[HOST]}={os.environ[HOSTS[HOST]]}")
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -131,7 +143,17 @@ def webui_server(webui_setup) -> Iterator[WebUI]:  # noqa: ANN001
         pytest.skip(SKIP_REASON)
     config = webui_setup.data_dir / "ui-config.json"
     config.write_text(json.dumps(UI_DEFAULTS, indent=2))
-    with host_suite.start_server(webui_setup, ui=True) as server:
+    if FORGE:
+        settings_file = webui_setup.data_dir / "config.json"
+        settings = json.loads(settings_file.read_text())
+        settings_file.write_text(json.dumps({**settings, **FORGE_UI_SETTINGS}, indent=2))
+    # The host serves its own scripts (script.js, javascript/*.js) and the extensions' with
+    # Gradio's file route, which in Gradio 4 answers 403 outside the allowed paths: by
+    # default only the data dir, which in a normal install holds the WebUI and its
+    # extensions. The suite's data dir is elsewhere, so allow both folders as they are.
+    allowed = ("--gradio-allowed-path", str(webui_setup.webui_dir),
+               "--gradio-allowed-path", str(webui_setup.extension_dir.resolve()))
+    with host_suite.start_server(webui_setup, ui=True, extra_flags=allowed) as server:
         yield server
 
 

@@ -57,9 +57,7 @@ def test_accordion_in_both_tabs(ui, screenshots):
     ui.tab("txt2img")
     ui.refresh_presets("txt2img")
     ui.choose(ui.el("txt2img", "preset"), "test-sd1")
-    ui.page.wait_for_function(
-        "id => document.querySelector('.prose#' + id).innerText.startsWith('test-sd1:')",
-        arg=f"{prefix('txt2img')}summary")
+    ui.wait_html(f"{prefix('txt2img')}summary", starts="test-sd1:")
     size = save_screenshot(ui.accordion("txt2img"), screenshots / "ui_accordion.png")
     print(f"[browser] page loaded in {ui.load_seconds:.1f} s; ui_accordion.png {size} bytes")
 
@@ -124,9 +122,7 @@ def test_preset_dropdown_lists_presets_and_refreshes(ui, webui_server, presets):
         ui.refresh_presets(tab)
         assert "test-added" in ui.dropdown_choices(ui.el(tab, "preset"))
         ui.choose(ui.el(tab, "preset"), "test-added")
-        ui.page.wait_for_function(
-            "id => document.querySelector('.prose#' + id).innerText.startsWith('test-added:')",
-            arg=f"{prefix(tab)}summary")
+        ui.wait_html(f"{prefix(tab)}summary", starts="test-added:")
     finally:
         added.unlink(missing_ok=True)
     # img2img has its own dropdown and refresh button
@@ -235,9 +231,7 @@ def test_fit_panel_progress_stop_and_fit(ui, webui_server, image_folder, screens
         result
     assert (webui_server.presets_dir / "ui-fitted.safetensors").is_file()
     assert ui.preset_value(tab) == "ui-fitted"
-    ui.page.wait_for_function(
-        "id => document.querySelector('.prose#' + id).innerText.startsWith('ui-fitted:')",
-        arg=f"{prefix(tab)}summary")
+    ui.wait_html(f"{prefix(tab)}summary", starts="ui-fitted:")
     # the README screenshot shows no path of the machine the suite ran on (display only:
     # the page's values are not changed)
     fit.evaluate("""(el, [dataDir, folder]) => {

@@ -1,9 +1,14 @@
-"""Driving AUTOMATIC1111's Gradio 3.41 UI the way a user does (not a test module).
+"""Driving a WebUI's Gradio UI the way a user does (not a test module).
 
+Two UIs: A1111's (and reForge's, Classic's) Gradio 3.41, and Forge's and Neo's Gradio 4.40.
 Element ids: the host's own (``txt2img_generate``, ``html_info_txt2img``, ...) and ours,
-``script_<tab>_signal_leak_bias_<name>`` (``script.elem_id``). Gradio 3's HTML component
-puts its elem_id on both its block and its inner ``.prose`` div, so HTML is read from the
-latter.
+``script_<tab>_signal_leak_bias_<name>`` (``script.elem_id``). Where the two differ:
+
+- an HTML component's text is in a ``.prose`` div inside the block that has the id (Gradio 3
+  puts the id on that div too, Gradio 4 only on the block): read as ``#id .prose``;
+- a dropdown entry names its value in ``data-value`` (3) or ``aria-label`` (4);
+- Gradio 4 keeps hidden status trackers (with old timings) on the page, so "busy" means a
+  *visible* progress element there.
 """
 
 from __future__ import annotations
@@ -46,6 +51,9 @@ class UIPage:
     def load(self) -> UIPage:
         started = time.monotonic()
         self.page.goto(self.base_url + "/", wait_until="domcontentloaded")
+        self.page.wait_for_function("() => window.gradio_config && window.gradio_config.version")
+        self.gradio = self.page.evaluate("() => String(window.gradio_config.version)")
+        self.gradio4 = self.gradio.startswith("4")
         # the host's inputAccordion.js adds the header checkbox once the UI is set up
         self.page.wait_for_selector(f"#{prefix('txt2img')}enabled-visible-checkbox",
                                     state="attached")
@@ -96,7 +104,15 @@ class UIPage:
 
     def html(self, element_id: str) -> str:
         """The text of a Gradio HTML component (its inner ``.prose`` div)."""
-        return self.page.locator(f".prose#{element_id}").inner_text()
+        return self.page.locator(f"#{element_id} .prose").first.inner_text()
+
+    def wait_html(self, element_id: str, starts: str = "", contains: str = "") -> None:
+        """Wait until an HTML component's text starts with / contains the given text."""
+        self.page.wait_for_function(
+            "([id, starts, contains]) => { const el = document.querySelector("
+            "'#' + id + ' .prose'); return el && el.innerText.startsWith(starts)"
+            " && el.innerText.includes(contains); }",
+            arg=[element_id, starts, contains])
 
     def summary(self, tab: str) -> str:
         return self.html(f"{prefix(tab)}summary")
@@ -110,7 +126,8 @@ class UIPage:
         element.locator("input").click()
         items = element.locator("ul.options li")
         items.first.wait_for(state="visible")
-        values = [li.get_attribute("data-value") for li in items.all()]
+        values = [li.get_attribute("data-value") or li.get_attribute("aria-label")
+                  for li in items.all()]
         element.locator("input").press("Escape")
         self.page.locator("body").click(position={"x": 1, "y": 1})
         return values
@@ -119,7 +136,8 @@ class UIPage:
         """Pick ``value`` in a Gradio dropdown by clicking its entry."""
         element.locator("input").click()
         quoted = json.dumps(value, ensure_ascii=False)
-        element.locator(f"ul.options li[data-value={quoted}]").click()
+        element.locator(f"ul.options li[data-value={quoted}], "
+                        f"ul.options li[aria-label={quoted}]").first.click()
         self.page.wait_for_function(
             "([el, v]) => el.querySelector('input').value === v",
             arg=[element.element_handle(), value])
@@ -159,8 +177,14 @@ class UIPage:
         """Wait until no Gradio event of the page is pending (a pending event's status
         tracker shows a progress text or an ETA bar)."""
         self.page.wait_for_timeout(200)
+        if not self.gradio4:
+            self.page.wait_for_function(
+                "() => !document.querySelector('.progress-text, .eta-bar, .progress-bar')")
+            return
         self.page.wait_for_function(
-            "() => !document.querySelector('.progress-text, .eta-bar, .progress-bar')")
+            "() => !Array.from(document.querySelectorAll("
+            "'.progress-text, .eta-bar, .progress-bar, .progressDiv'))"
+            ".some(el => el.getClientRects().length > 0)")
 
     def gallery_src(self, tab: str) -> str | None:
         img = self.page.locator(f"#{tab}_gallery img")
@@ -175,9 +199,7 @@ class UIPage:
             "([sel, old]) => { const i = document.querySelector(sel);"
             " return i && i.getAttribute('src') && i.getAttribute('src') !== old; }",
             arg=[f"#{tab}_gallery img", before])
-        self.page.wait_for_function(
-            "sel => document.querySelector(sel).innerText.includes('Steps:')",
-            arg=f".prose#html_info_{tab}")
+        self.wait_html(f"html_info_{tab}", contains="Steps:")
         self.wait_idle()
         return self.image(self.gallery_src(tab)), self.html(f"html_info_{tab}")
 

@@ -476,8 +476,8 @@ def webui_server(webui_setup: WebUISetup) -> Iterator[WebUI]:
 
 
 @contextlib.contextmanager
-def start_server(setup: WebUISetup, ui: bool = False, expect: str = "tiny"
-                 ) -> Iterator[WebUI]:
+def start_server(setup: WebUISetup, ui: bool = False, expect: str = "tiny",
+                 extra_flags: tuple[str, ...] = ()) -> Iterator[WebUI]:
     """Starts the host on a free 127.0.0.1 port, API only (``--nowebui``) or, with ``ui``,
     its web UI and the API (``--api``; tests/browser); yields its base URL (a WebUI str) and
     always stops its process group. A checkpoint whose title starts with ``expect`` must be
@@ -485,6 +485,7 @@ def start_server(setup: WebUISetup, ui: bool = False, expect: str = "tiny"
     flags = HOST_FLAGS[HOST]
     if ui:
         flags = [flag for flag in flags if flag != "--nowebui"] + ["--api"]
+    flags = [*flags, *extra_flags]
     port = free_port()
     log_path = setup.root / "webui.log"
     command = [
