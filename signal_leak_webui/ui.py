@@ -161,7 +161,10 @@ def _paste_preset_target(presets: object):  # noqa: ANN202
         entry = next((c for c in choices if choice_name(c) == name), None)
         if entry is None:
             choices, entry = [*choices, name], name
-        return gr.update(choices=choices, value=entry)
+        # Spelled out, not gr.update(): Gradio 4's update says "update", but the hosts'
+        # API (the "infotext" field) unwraps only "generic_update", Gradio 3's spelling, and
+        # the UIs of both versions take that one as an update too.
+        return {"__type__": "generic_update", "choices": choices, "value": entry}
 
     target.__name__ = "signal_leak_preset"
     return target

@@ -337,6 +337,8 @@ def test_pasting_a_preset_reads_the_choices_again(host, natural):
 
     for name, listed in (("added-later", True), ("not-here", False)):
         update = pasted(name)
+        # the hosts' API paste (the "infotext" field) unwraps only Gradio 3's spelling
+        assert update["__type__"] == "generic_update"
         assert update["value"] == name and name in update["choices"], update
         assert ("added-later" in update["choices"]) and ("natural" in update["choices"])
         assert update["choices"][-1] == name or listed  # a missing one is added at the end
