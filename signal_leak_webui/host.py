@@ -261,9 +261,13 @@ class ForgeHost(A1111Host):
         return hasattr(sd_model, "forge_objects")
 
     @staticmethod
-    def _predictor(sd_model: object) -> object:
+    def _unet_model(sd_model: object, attribute: str) -> object:
+        """``sd_model.forge_objects.unet.model.<attribute>``, or None where any is missing."""
         unet = getattr(getattr(sd_model, "forge_objects", None), "unet", None)
-        return getattr(getattr(unet, "model", None), "predictor", None)
+        return getattr(getattr(unet, "model", None), attribute, None)
+
+    def _predictor(self, sd_model: object) -> object:
+        return self._unet_model(sd_model, "predictor")
 
     def prediction(self, sd_model: object) -> str:
         predictor = self._predictor(sd_model)
@@ -343,10 +347,8 @@ class LdmPatchedHost(ForgeHost):
     def ensure_model(self) -> object:
         return A1111Host.ensure_model(self)
 
-    @staticmethod
-    def _model_sampling(sd_model: object) -> object:
-        unet = getattr(getattr(sd_model, "forge_objects", None), "unet", None)
-        return getattr(getattr(unet, "model", None), "model_sampling", None)
+    def _model_sampling(self, sd_model: object) -> object:
+        return self._unet_model(sd_model, "model_sampling")
 
     def prediction(self, sd_model: object) -> str:
         sampling = self._model_sampling(sd_model)
