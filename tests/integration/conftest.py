@@ -307,7 +307,18 @@ class _ApiWorkerDied(Exception):
 API_WORKER_DIED = "in api_only_worker\n"
 
 
-def _wait_ready(url: str, process: subprocess.Popen, log_path: Path, timeout: float) -> float:
+# What every host prints once its start is over. With the web UI its API routes answer
+# before the API object has finished building: Forge, Neo and the forks then work out each
+# script's default arguments (calling every script's ui() again), and a generation request
+# that arrives meanwhile fails (Forge: IndexError in init_script_args; Neo: X/Y/Z's run()
+# without its arguments). A1111, Forge, Neo, reForge and Classic print this line after
+# create_api (webui.py).
+STARTED_LINE = b"Startup time:"
+
+
+def _wait_ready(url: str, process: subprocess.Popen, log_path: Path, timeout: float,
+                started_line: bytes | None = None) -> float:
+    """Until ``url`` answers 200 and, when ``started_line`` is given, the log has it."""
     start = time.monotonic()
     while True:
         if API_WORKER_DIED in log_tail(log_path, 400):
@@ -319,13 +330,15 @@ def _wait_ready(url: str, process: subprocess.Popen, log_path: Path, timeout: fl
             )
         try:
             with urllib.request.urlopen(url, timeout=5) as response:
-                if response.status == 200:
+                if response.status == 200 and (
+                        started_line is None or started_line in log_path.read_bytes()):
                     return time.monotonic() - start
         except (urllib.error.URLError, OSError):
             pass
         if time.monotonic() - start > timeout:
             pytest.fail(
-                f"WebUI API did not answer {url} within {timeout:.0f} s.\n"
+                f"WebUI API did not answer {url} within {timeout:.0f} s"
+                f"{' or its log lacks ' + started_line.decode() if started_line else ''}.\n"
                 f"--- log tail ({log_path}) ---\n{log_tail(log_path)}"
             )
         time.sleep(0.5)
@@ -514,7 +527,7 @@ def start_server(setup: WebUISetup, ui: bool = False, expect: str = "tiny",
             )
         try:
             started = _wait_ready(base_url + "/sdapi/v1/sd-models", process, log_path,
-                                  timeout)
+                                  timeout, STARTED_LINE if ui else None)
             break
         except _ApiWorkerDied as died:
             _stop(process)
