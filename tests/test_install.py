@@ -22,11 +22,14 @@ class FakeLaunch:
         self.calls.append(command)
 
 
-def test_installs_nothing_when_everything_is_there():
+def test_installs_nothing_when_everything_is_there(capsys):
     install = _install_module()
     launch = FakeLaunch()
     assert install.main(launch) == []
     assert launch.calls == []
+    said = capsys.readouterr().out
+    assert said.startswith("[Signal Leak Bias] install.py: numpy, scipy>=1.7") and \
+        said.rstrip().endswith("present; nothing to install") and said.count("\n") == 1
 
 
 def test_installs_only_what_is_missing():
@@ -55,4 +58,6 @@ def test_runs_as_the_webui_runs_it(tmp_path):
 
     out = subprocess.run([sys.executable, str(ROOT / "install.py")], capture_output=True,
                          text=True, timeout=60, cwd=tmp_path)
-    assert out.returncode == 0 and out.stdout == ""
+    assert out.returncode == 0 and out.stderr == ""
+    assert out.stdout.startswith("[Signal Leak Bias] install.py:") and \
+        "nothing to install" in out.stdout

@@ -136,23 +136,37 @@ def pytest_report_header(config: pytest.Config) -> str:
 # --------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="session")
-def webui_server(webui_setup) -> Iterator[WebUI]:  # noqa: ANN001
-    """The WebUI with its UI and API (``--api``), on a free 127.0.0.1 port."""
-    if SKIP_REASON is not None:
-        pytest.skip(SKIP_REASON)
-    config = webui_setup.data_dir / "ui-config.json"
+def prepare_ui(setup) -> tuple[str, ...]:  # noqa: ANN001
+    """Writes the UI defaults into ``setup``'s data dir; returns the extra start flags."""
+    config = setup.data_dir / "ui-config.json"
     config.write_text(json.dumps(UI_DEFAULTS, indent=2))
     if FORGE:
-        settings_file = webui_setup.data_dir / "config.json"
+        settings_file = setup.data_dir / "config.json"
         settings = json.loads(settings_file.read_text())
         settings_file.write_text(json.dumps({**settings, **FORGE_UI_SETTINGS}, indent=2))
     # The host serves its own scripts (script.js, javascript/*.js) and the extensions' with
     # Gradio's file route, which in Gradio 4 answers 403 outside the allowed paths: by
     # default only the data dir, which in a normal install holds the WebUI and its
     # extensions. The suite's data dir is elsewhere, so allow both folders as they are.
-    allowed = ("--gradio-allowed-path", str(webui_setup.webui_dir),
-               "--gradio-allowed-path", str(webui_setup.extension_dir.resolve()))
+    return ("--gradio-allowed-path", str(setup.webui_dir),
+            "--gradio-allowed-path", str(setup.extension_dir.resolve()))
+
+
+@pytest.fixture(scope="session")
+def browser_suite() -> object:
+    """What a test module needs from here: ``host_suite`` (the real-host suite's conftest)
+    and ``prepare_ui``."""
+    if SKIP_REASON is not None:
+        pytest.skip(SKIP_REASON)
+    return sys.modules[__name__]
+
+
+@pytest.fixture(scope="session")
+def webui_server(webui_setup) -> Iterator[WebUI]:  # noqa: ANN001
+    """The WebUI with its UI and API (``--api``), on a free 127.0.0.1 port."""
+    if SKIP_REASON is not None:
+        pytest.skip(SKIP_REASON)
+    allowed = prepare_ui(webui_setup)
     with host_suite.start_server(webui_setup, ui=True, extra_flags=allowed) as server:
         yield server
 

@@ -48,17 +48,22 @@ class UIPage:
 
     # ------------------------------------------------------------------ navigation
 
-    def load(self) -> UIPage:
+    def load(self, with_extension: bool = True) -> UIPage:
+        """Open the page; wait until our accordion is set up in both tabs (or, without
+        ``with_extension``, until the host's own UI is)."""
         started = time.monotonic()
         self.page.goto(self.base_url + "/", wait_until="domcontentloaded")
         self.page.wait_for_function("() => window.gradio_config && window.gradio_config.version")
         self.gradio = self.page.evaluate("() => String(window.gradio_config.version)")
         self.gradio4 = self.gradio.startswith("4")
-        # the host's inputAccordion.js adds the header checkbox once the UI is set up
-        self.page.wait_for_selector(f"#{prefix('txt2img')}enabled-visible-checkbox",
-                                    state="attached")
-        self.page.wait_for_selector(f"#{prefix('img2img')}enabled-visible-checkbox",
-                                    state="attached")
+        if with_extension:
+            # the host's inputAccordion.js adds the header checkbox once the UI is set up
+            self.page.wait_for_selector(f"#{prefix('txt2img')}enabled-visible-checkbox",
+                                        state="attached")
+            self.page.wait_for_selector(f"#{prefix('img2img')}enabled-visible-checkbox",
+                                        state="attached")
+        else:
+            self.page.wait_for_selector("#txt2img_generate", state="visible")
         self.load_seconds = time.monotonic() - started
         return self
 
@@ -66,8 +71,51 @@ class UIPage:
         """Switch to a top-level tab by its label (``txt2img``, ``img2img``, ``PNG Info``)."""
         self.page.locator("#tabs > .tab-nav button", has_text=re.compile(
             rf"^\s*{re.escape(name)}\s*$")).click()
-        self.page.wait_for_selector(f"#tab_{ {'PNG Info': 'pnginfo'}.get(name, name)}",
-                                    state="visible")
+        tab_id = {"PNG Info": "pnginfo", "Extensions": "extensions"}.get(name, name)
+        self.page.wait_for_selector(f"#tab_{tab_id}", state="visible")
+
+    # ------------------------------------------------------------------ Extensions tab
+
+    def extensions_tab(self, name: str):  # noqa: ANN201
+        """Open Extensions, then its sub-tab ``name`` ("Installed", "Install from URL")."""
+        self.tab("Extensions")
+        self.page.locator("#tabs_extensions > .tab-nav button", has_text=re.compile(
+            rf"^\s*{re.escape(name)}\s*$")).click()
+        return self.page.locator("#tabs_extensions > .tabitem:visible")
+
+    def install_from_url(self, url: str) -> str:
+        """Extensions > Install from URL > Install, as a user does; returns the result the
+        host shows under the button."""
+        panel = self.extensions_tab("Install from URL")
+        panel.get_by_label("URL for extension's git repository").fill(url)
+        panel.get_by_role("button", name="Install", exact=True).click()
+        self.page.wait_for_function(
+            "() => { const el = document.querySelector('#extension_install_result');"
+            " return el && /Installed into|Error|error/.test(el.innerText); }", timeout=LONG)
+        return self.html("extension_install_result")
+
+    def installed_row(self, name: str):  # noqa: ANN201
+        """The extension's row in the Installed table."""
+        return self.page.locator("#extensions tr", has=self.page.locator(
+            f"input[name='enable_{name}']"))
+
+    def check_for_updates(self, name: str) -> str:
+        """Installed > Check for updates; waits until the extension's row offers an update
+        and returns the row's text."""
+        panel = self.extensions_tab("Installed")
+        panel.get_by_role("button", name="Check for updates").click()
+        self.page.wait_for_selector(f"#extensions input[name='update_{name}']", timeout=LONG)
+        return self.installed_row(name).inner_text()
+
+    def apply_and_restart(self) -> str:
+        """Installed > "Apply and restart UI" (or "Apply and quit", the label of a host
+        started without a restarting wrapper); returns the label clicked."""
+        panel = self.extensions_tab("Installed")
+        self.page.locator("#extensions").first.wait_for(state="attached")
+        button = panel.get_by_role("button", name=re.compile(r"^Apply and (restart UI|quit)$"))
+        label = button.inner_text().strip()
+        button.click()
+        return label
 
     # ------------------------------------------------------------------ our accordion
 

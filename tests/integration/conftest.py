@@ -246,6 +246,7 @@ class WebUI(str):
     log_path: Path
     data_dir: Path
     model_dir: Path
+    process: subprocess.Popen
 
     def __new__(cls, base_url: str, log_path: Path, data_dir: Path, model_dir: Path) -> WebUI:
         server = super().__new__(cls, base_url)
@@ -384,19 +385,23 @@ def offline_env() -> dict:
     return env
 
 
-def lay_out_data_dir(setup: WebUISetup, checkpoint: str = SD1_CHECKPOINT) -> None:
+def lay_out_data_dir(setup: WebUISetup, checkpoint: str = SD1_CHECKPOINT,
+                     with_extension: bool = True) -> None:
     """A fresh --data-dir: the models folder, the extension and the test probe linked into
-    extensions/, and config.json with the suite's settings, starting on ``checkpoint``."""
+    extensions/ (neither without ``with_extension``: tests/browser/test_install.py installs
+    it the user's way), and config.json with the suite's settings, starting on
+    ``checkpoint``."""
     setup.model_dir.mkdir(parents=True)
     (setup.data_dir / "extensions").mkdir()
     # Neo's default temp_dir is DATA/tmp, which it writes gallery images into without
     # creating it (N:modules/ui_tempdir.py:34-47, modules/shared_options.py:73)
     (setup.data_dir / "tmp").mkdir()
-    link = setup.data_dir / "extensions" / EXTENSION_NAME
-    link.symlink_to(setup.extension_dir, target_is_directory=True)
-    # the test probe (inactive unless a request names a folder); sorts after the extension
-    probe = setup.data_dir / "extensions" / PROBE_NAME
-    probe.symlink_to(HERE / "probe_extension", target_is_directory=True)
+    if with_extension:
+        link = setup.data_dir / "extensions" / EXTENSION_NAME
+        link.symlink_to(setup.extension_dir, target_is_directory=True)
+        # the test probe (inactive unless a request names a folder); after the extension
+        probe = setup.data_dir / "extensions" / PROBE_NAME
+        probe.symlink_to(HERE / "probe_extension", target_is_directory=True)
     settings = {**WEBUI_SETTINGS, "sd_model_checkpoint": checkpoint}
     if NEO:  # without it Neo asks at start whether to clear its settings (stdin: none)
         settings["VERSION_UID"] = "PY313"
@@ -490,23 +495,26 @@ def webui_server(webui_setup: WebUISetup) -> Iterator[WebUI]:
 
 @contextlib.contextmanager
 def start_server(setup: WebUISetup, ui: bool = False, expect: str = "tiny",
-                 extra_flags: tuple[str, ...] = ()) -> Iterator[WebUI]:
-    """Starts the host on a free 127.0.0.1 port, API only (``--nowebui``) or, with ``ui``,
-    its web UI and the API (``--api``; tests/browser); yields its base URL (a WebUI str) and
-    always stops its process group. A checkpoint whose title starts with ``expect`` must be
-    listed."""
+                 extra_flags: tuple[str, ...] = (), port: int | None = None,
+                 extension_access: bool = False) -> Iterator[WebUI]:
+    """Starts the host on 127.0.0.1 (``port``, else a free one), API only (``--nowebui``)
+    or, with ``ui``, its web UI and the API (``--api``; tests/browser); yields its base URL
+    (a WebUI str) and always stops its process group. A checkpoint whose title starts with
+    ``expect`` must be listed. ``extension_access``: started as a local user starts it,
+    without ``--server-name`` (the hosts bind 127.0.0.1 by default), which would switch off
+    the Extensions tab's installs and updates."""
     flags = HOST_FLAGS[HOST]
     if ui:
         flags = [flag for flag in flags if flag != "--nowebui"] + ["--api"]
     flags = [*flags, *extra_flags]
-    port = free_port()
+    if not extension_access:
+        flags += ["--server-name", "127.0.0.1"]
+    port = port or free_port()
     log_path = setup.root / "webui.log"
     command = [
         setup.python,
         "launch.py",
         *flags,
-        "--server-name",
-        "127.0.0.1",
         "--port",
         str(port),
         "--data-dir",
@@ -541,6 +549,7 @@ def start_server(setup: WebUISetup, ui: bool = False, expect: str = "tiny",
         print(f"\n[webui] {HOST_NAMES[HOST]} API up at {base_url} after {started:.1f} s "
               f"(log: {log_path})")
         server = WebUI(base_url, log_path, setup.data_dir, setup.model_dir)
+        server.process = process  # a test that has the host quit waits for it
         titles = [m.get("title", "") for m in server.get("/sdapi/v1/sd-models")]
         if not any(t.startswith(expect) for t in titles):
             pytest.fail(f"{expect} checkpoint not listed: {titles}\n{log_tail(log_path)}")
