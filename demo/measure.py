@@ -139,6 +139,24 @@ def grid(images: np.ndarray, cols: int = 8) -> Image.Image:
     return out
 
 
+def figure(columns: dict[str, np.ndarray], rows: int = 6) -> Image.Image:
+    """The README figure: one column per configuration, one row per seed (the same seeds in
+    every column), each column titled."""
+    from PIL import ImageDraw
+
+    title, pad = 28, 4
+    out = Image.new("RGB", (len(columns) * (SIZE + pad) - pad, title + rows * (SIZE + pad)),
+                    "white")
+    draw = ImageDraw.Draw(out)
+    for c, (name, images) in enumerate(columns.items()):
+        x = c * (SIZE + pad)
+        for line, text in enumerate(name.split("\n")[:2]):
+            draw.text((x + 2, 2 + 12 * line), text, fill="black")
+        for r, image in enumerate(images[:rows]):
+            out.paste(Image.fromarray(image), (x, title + r * (SIZE + pad)))
+    return out
+
+
 def vae_round_trip(checkpoint: Path, images: np.ndarray) -> np.ndarray:
     """Data images through the checkpoint's autoencoder (posterior mean), as A1111 does."""
     import torch
@@ -240,6 +258,14 @@ def run(args: argparse.Namespace) -> dict:
         for name, images in grids.items():
             slug = "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
             grid(images).save(args.grids / f"{slug}.png")
+    if args.figure:
+        low, high = min(args.channel0), max(args.channel0)
+        figure({"plain noise": grids["Euler plain noise"],
+                "natural leak\n(dct+pixel fit)": grids["Euler dct+pixel leak"],
+                "dark style leak": grids["B: all-scenes model + dark leak"],
+                f"manual: channel 0\nmean {low:+.1f}": grids[f"channel 0 = {low:+.2f}"],
+                f"manual: channel 0\nmean {high:+.1f}": grids[f"channel 0 = {high:+.2f}"],
+                }).save(args.figure)
     return results
 
 
@@ -298,6 +324,8 @@ def main() -> None:
                         help="folder of the trained weights and SHA256SUMS")
     parser.add_argument("--out", type=Path, default=Path("demo-results.json"))
     parser.add_argument("--grids", type=Path, default=None, help="folder for sample grids")
+    parser.add_argument("--figure", type=Path, default=None,
+                        help="the README figure (Euler; same seeds in every column)")
     args = parser.parse_args()
     results = run(args)
     results.get("data", {}).pop("_lf", None)

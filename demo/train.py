@@ -139,12 +139,16 @@ def train_vae(steps: int, n_scenes: int, log: dict, state: Path, every: int = 25
 
     The loss is SD's (pixel MSE, a tiny KL term) plus the MSE of 8x8 block means: what the
     benchmark measures is the images' large-scale content (brightness, colour), which a
-    small autoencoder otherwise trades for detail."""
+    small autoencoder otherwise trades for detail. The first half trains on 64 px crops
+    (16 a batch), the second on whole 128 px scenes (4 a batch, the same pixels): GroupNorm
+    normalises over the whole image, and at width 32 (32 groups: one channel each) a
+    network trained only on crops misjudged the colour of whole scenes (held-out mean
+    colour off by 0.06 at the median after 1000 steps)."""
     vae = vae_for()
     torch.manual_seed(SEED)
     opt = torch.optim.AdamW(vae.parameters(), lr=4e-4, weight_decay=0.0)
     gen = torch.Generator().manual_seed(SEED + 1)
-    crop, batch, started, running, first = 64, 16, time.time(), 0.0, 0
+    started, running, first = time.time(), 0.0, 0
     if state.is_file():
         saved = torch.load(state, weights_only=True)
         vae.load_state_dict(saved["vae"])
@@ -167,6 +171,7 @@ def train_vae(steps: int, n_scenes: int, log: dict, state: Path, every: int = 25
                         "seconds": time.time() - started}, state)
         for group in opt.param_groups:
             group["lr"] = _lr(step, steps, 4e-4)
+        crop, batch = (64, 16) if step < steps // 2 else (IMAGE_SIZE, 4)
         pick = torch.randint(len(images), (batch,), generator=gen)
         oy, ox = (int(v) for v in torch.randint(IMAGE_SIZE - crop + 1, (2,), generator=gen))
         x = images[pick, :, oy:oy + crop, ox:ox + crop]
@@ -187,7 +192,7 @@ def train_vae(steps: int, n_scenes: int, log: dict, state: Path, every: int = 25
             print(f"[vae] held-out mean-colour error at most "
                   f"{_mean_colour_error(vae, held_out):.4f}", flush=True)
             vae.train()
-    log["vae"] = {"steps": steps, "batch": batch, "crop": crop, "scenes": n_scenes,
+    log["vae"] = {"steps": steps, "crops": "64 px x 16, then 128 px x 4", "scenes": n_scenes,
                   "final_loss": running, "minutes": (time.time() - started) / 60,
                   "mean_colour_error_max": _mean_colour_error(vae.eval(), held_out)}
     torch.save({"vae": vae.state_dict(), "log": json.dumps(log["vae"])}, state)
