@@ -299,7 +299,9 @@ def test_png_info_send_to_txt2img_restores_our_controls(ui, webui_server, preset
 def test_xyz_plot_offers_our_axes_and_draws_a_grid(ui, screenshots):
     tab = "txt2img"
     script = ui.page.locator(f"#{tab}_script_container #script_list")
-    ui.choose(script, "X/Y/Z plot")
+    # "X/Y/Z plot" in A1111, Forge, Neo and reForge; "X/Y/Z Plot" in Forge Classic
+    title = next(c for c in ui.dropdown_choices(script) if c.casefold() == "x/y/z plot")
+    ui.choose(script, title)
     x_type = ui.page.locator(f"#script_{tab}_xyz_plot_x_type")
     x_type.wait_for(state="visible")
     axes = [a for a in ui.dropdown_choices(x_type) if a.startswith("[Signal Leak]")]
