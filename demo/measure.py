@@ -256,7 +256,8 @@ def run(args: argparse.Namespace) -> dict:
     if args.grids:
         args.grids.mkdir(parents=True, exist_ok=True)
         for name, images in grids.items():
-            slug = "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+            signs = name.lower().replace("+", "plus").replace("= -", "= minus")
+            slug = "".join(c if c.isalnum() else "-" for c in signs).strip("-")
             grid(images).save(args.grids / f"{slug}.png")
     if args.figure:
         low, high = min(args.channel0), max(args.channel0)

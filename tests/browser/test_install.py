@@ -59,10 +59,18 @@ class Installation:
     @contextmanager
     def host(self) -> Iterator[object]:
         """The host on this installation's port (the same after every restart, as
-        webui.sh keeps it); stopped at the end unless it quit by itself."""
-        with self.host_suite.start_server(self.setup, ui=True, extra_flags=self.flags,
-                                          port=self.port, extension_access=True) as server:
-            yield server
+        webui.sh keeps it); stopped at the end unless it quit by itself. Each start's log
+        is kept as ``webui-<n>.log`` beside the data dir (the next start overwrites
+        ``webui.log``)."""
+        self.starts = getattr(self, "starts", 0) + 1
+        log = self.setup.root / "webui.log"
+        try:
+            with self.host_suite.start_server(self.setup, ui=True, extra_flags=self.flags,
+                                              port=self.port, extension_access=True) as server:
+                yield server
+        finally:
+            if log.is_file():
+                shutil.copyfile(log, self.setup.root / f"webui-{self.starts}.log")
 
     def ui(self, server, with_extension: bool = True) -> UIPage:  # noqa: ANN001
         return UIPage(self.page, server.base_url, self.console).load(with_extension)
@@ -86,6 +94,9 @@ class Installation:
             code = server.process.wait(timeout=120)
         except subprocess.TimeoutExpired:
             pytest.fail(f"the host did not quit after {label!r}")
+        # the page now polls for the host and reloads itself when it answers again, which
+        # would cut across the next test's own navigation
+        ui.page.goto("about:blank")
         assert code == 0, f"the host quit with {code} after {label!r}"
         return label
 

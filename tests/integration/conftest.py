@@ -302,10 +302,13 @@ class _ApiWorkerDied(Exception):
     """The host's API thread died during start-up while its process lives on."""
 
 
-# Forge-family hosts build the API in a thread (webui.py api_only_worker) while the main
-# thread loads the model; reForge's died there once in pydantic's create_model ("SystemError:
-# bad argument to internal function" from a deepcopy), leaving a process without an API.
-API_WORKER_DIED = "in api_only_worker\n"
+# Forge-family hosts build the API in a thread (webui.py api_only_worker, webui_worker with
+# the UI) while the main thread loads the model; reForge's died there once in pydantic's
+# create_model ("SystemError: bad argument to internal function" from a deepcopy), and with
+# its UI when a request reached the freshly launched app before create_api added its
+# middleware ("Cannot add middleware after an application has started": a page polling for
+# the restarted host does that), leaving a process without an API.
+API_WORKER_DIED = ("in api_only_worker\n", "(webui_worker):\n")
 
 
 # What every host prints once its start is over. With the web UI its API routes answer
@@ -322,7 +325,7 @@ def _wait_ready(url: str, process: subprocess.Popen, log_path: Path, timeout: fl
     """Until ``url`` answers 200 and, when ``started_line`` is given, the log has it."""
     start = time.monotonic()
     while True:
-        if API_WORKER_DIED in log_tail(log_path, 400):
+        if any(marker in log_tail(log_path, 4000) for marker in API_WORKER_DIED):
             raise _ApiWorkerDied(f"the host's API thread died at start\n{log_tail(log_path)}")
         if process.poll() is not None:
             pytest.fail(
