@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from slb_webui import FORGE, pixels
+from slb_webui import FORGE, infotexts, pixels
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [
@@ -29,6 +30,8 @@ pytestmark = [
                        "(python -m demo.train demo/model)"),
 ]
 DARKER_BY = 0.05  # mean brightness, in [0, 1]
+LIFTED_BY = 0.02  # mean brightness, leak over plain noise (64 images: 0.055; 256: 0.046)
+SPREAD_WIDER_BY = 1.05  # brightness spread, leak over plain noise (64: x1.41; 256: x1.21)
 
 # Run by the WebUI's interpreter in its checkout: argv = repo, models folder; prints diffs.
 SAME_FUNCTION = r"""
@@ -51,6 +54,7 @@ from demo.train import PROMPT, prompt_embeddings, unet_for, vae_for
 models = Path(sys.argv[2])
 config = OmegaConf.load(models / "scenes.yaml")
 host = instantiate_from_config(config.model).eval()
+host.cond_stage_model.device = "cpu"  # ldm's text encoder defaults to CUDA; A1111 sets this
 weights = {k: v.float() if v.is_floating_point() else v
            for k, v in load_file(str(models / "scenes.safetensors")).items()}
 missing, unexpected = host.load_state_dict(weights, strict=False)
@@ -85,13 +89,20 @@ print(json.dumps({
 
 
 @pytest.fixture(scope="module")
-def demo_models(webui_setup, webui_server):  # noqa: ANN201
+def demo_models(webui_setup, webui_server) -> Iterator[Path]:  # noqa: ANN001
     done = subprocess.run([webui_setup.python, "-m", "demo.install_model",
                            str(webui_setup.model_dir)], cwd=REPO, env=webui_setup.env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     webui_server.post("/sdapi/v1/refresh-checkpoints", {})
-    return webui_setup.model_dir
+    # fits encode with the selected checkpoint's VAE: select the demo model for this
+    # module (the session's server is shared), then the suite's model again
+    before = webui_server.get("/sdapi/v1/options")["sd_model_checkpoint"]
+    webui_server.post("/sdapi/v1/options", {"sd_model_checkpoint": "scenes.safetensors"})
+    try:
+        yield webui_setup.model_dir
+    finally:
+        webui_server.post("/sdapi/v1/options", {"sd_model_checkpoint": before})
 
 
 def test_the_host_computes_what_the_model_was_trained_as(webui_setup, demo_models):
@@ -114,31 +125,69 @@ def _brightness(answer: dict) -> np.ndarray:
     return np.array([pixels(answer, i).mean() / 255 for i in range(len(answer["images"]))])
 
 
-def test_a_dark_leak_darkens_the_trained_models_images(webui_server, demo_models, tmp_path):
+def _fit(server, folder: Path, images: np.ndarray, name: str) -> dict:  # noqa: ANN001
     from PIL import Image
 
-    from demo.scenes import scenes
-
-    folder = tmp_path / "dark"
     folder.mkdir()
-    for i, image in enumerate(scenes(64, seed=99, size=128, style="dark")):
+    for i, image in enumerate(images):
         Image.fromarray(image).save(folder / f"{i:03d}.png")
-    fitted = webui_server.post("/signal-leak/v1/fit", {"folder": str(folder), "name": "dark",
-                                                       "resolution": 128})
-    assert fitted["images"] == 64 and fitted["latent_shape"] == [4, 16, 16]
+    fitted = server.post("/signal-leak/v1/fit", {"folder": str(folder), "name": name,
+                                                 "resolution": 128})
+    assert fitted["images"] == len(images) and fitted["latent_shape"] == [4, 16, 16]
+    return fitted
 
-    def generate(leak: dict | None) -> np.ndarray:
-        request = {"prompt": "a landscape", "negative_prompt": "", "seed": 7, "steps": 20,
-                   "width": 128, "height": 128, "cfg_scale": 1.0, "sampler_name": "Euler",
-                   "batch_size": 8, "n_iter": 1, "send_images": True, "save_images": False,
+
+def _generate(server, leak: dict | None, n: int = 8, seed: int = 7) -> np.ndarray:  # noqa: ANN001
+    """Per-image brightness of ``n`` Euler generations (seeds ``seed``, ``seed + 1``, ...)."""
+    out = []
+    for first in range(0, n, 16):
+        request = {"prompt": "a landscape", "negative_prompt": "", "seed": seed + first,
+                   "steps": 20, "width": 128, "height": 128, "cfg_scale": 1.0,
+                   "sampler_name": "Euler", "batch_size": min(16, n - first), "n_iter": 1,
+                   "send_images": True, "save_images": False,
                    "override_settings": {"sd_model_checkpoint": "scenes.safetensors",
                                          "return_grid": False},
                    "override_settings_restore_afterwards": True}
         if leak:
             request["alwayson_scripts"] = {"signal leak bias": {"args": [leak]}}
-        return _brightness(webui_server.post("/sdapi/v1/txt2img", request))
+        answer = server.post("/sdapi/v1/txt2img", request)
+        info = infotexts(answer)[0]
+        assert "Model: scenes," in info, info
+        if leak:
+            assert f"Signal leak: {leak['preset']}," in info, info
+        out.append(_brightness(answer))
+    return np.concatenate(out)
 
-    plain, dark = generate(None), generate({"preset": "dark"})
+
+def test_a_fitted_leak_undoes_the_trained_models_brightness_bias(webui_server, demo_models,
+                                                                  tmp_path):
+    """The paper's effect: from plain noise the trained model's images come out darker than
+    its training data and spread less in brightness (demo/measure.py, 256 Euler images:
+    mean 0.405 against the data's 0.439, spread x0.93); a dct+pixel leak fitted through the
+    fit route on training scenes lifts the mean to the data's and widens the spread, same
+    seeds (here, 64 images: mean 0.405 -> 0.460, spread 0.133 -> 0.188, data 0.437 and
+    0.155). A sign or scale error of the leak, or a missing sqrt(abar_T), breaks this where
+    the start-formula tests still pass."""
+    from demo.scenes import brightness_and_colour, scenes
+
+    _fit(webui_server, tmp_path / "scenes", scenes(256, seed=12, size=128), "scenes")
+    data = brightness_and_colour(scenes(512, seed=12, size=128))[0].mean()
+    plain, leak = _generate(webui_server, None, 64), _generate(webui_server,
+                                                               {"preset": "scenes"}, 64)
+    print(f"[demo] 64 images: mean brightness plain {plain.mean():.3f}, with the leak "
+          f"{leak.mean():.3f} (data {data:.3f}); spread plain {plain.std():.3f}, with the "
+          f"leak {leak.std():.3f}")
+    data_spread = brightness_and_colour(scenes(512, seed=12, size=128))[0].std()
+    assert plain.mean() < data - 0.02  # the bias is there: darker than the data
+    assert leak.mean() > plain.mean() + LIFTED_BY
+    assert plain.std() * SPREAD_WIDER_BY < leak.std() < data_spread * 1.5
+
+
+def test_a_dark_leak_darkens_the_trained_models_images(webui_server, demo_models, tmp_path):
+    from demo.scenes import scenes
+
+    _fit(webui_server, tmp_path / "dark", scenes(64, seed=99, size=128, style="dark"), "dark")
+    plain, dark = _generate(webui_server, None), _generate(webui_server, {"preset": "dark"})
     print(f"[demo] brightness plain {plain.mean():.3f}, with the dark leak {dark.mean():.3f}")
     assert dark.mean() < plain.mean() - DARKER_BY
     assert (dark < plain).mean() >= 0.75  # image by image (same seeds), not only on average
