@@ -391,7 +391,7 @@ def offline_env() -> dict:
 def lay_out_data_dir(setup: WebUISetup, checkpoint: str = SD1_CHECKPOINT,
                      with_extension: bool = True) -> None:
     """A fresh --data-dir: the models folder, the extension and the test probe linked into
-    extensions/ (neither without ``with_extension``: tests/browser/test_install.py installs
+    extensions/ (neither without ``with_extension``: tests/browser/test_install_from_url.py installs
     it the user's way), and config.json with the suite's settings, starting on
     ``checkpoint``."""
     setup.model_dir.mkdir(parents=True)

@@ -5,7 +5,7 @@ The command-line flags reach that subprocess only through COMMANDLINE_ARGS (webu
 way of passing them; the hosts append it to sys.argv in modules/paths_internal.py), so this
 is where --skip-install must be seen. The packages cannot be removed from the host's
 environment, so a missing one is simulated by the finder handed to ``main``; pip itself is
-recorded, never run. tests/browser/test_install.py shows the host running it after Install
+recorded, never run. tests/browser/test_install_from_url.py shows the host running it after Install
 from URL.
 """
 

@@ -10,7 +10,7 @@ hosts' button reads "Apply and quit" and the process exits; the test then starts
 on the same port with the same command, which is what the wrapper does.
 
 The three tests run in file order and each needs the one before it (the installed copy,
-the user's fitted preset). Run with ``pytest -m browser tests/browser/test_install.py``.
+the user's fitted preset). Run with ``pytest -m browser tests/browser/test_install_from_url.py``.
 """
 
 from __future__ import annotations
