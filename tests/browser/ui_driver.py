@@ -68,9 +68,10 @@ class UIPage:
         return self
 
     def tab(self, name: str) -> None:
-        """Switch to a top-level tab by its label (``txt2img``, ``img2img``, ``PNG Info``)."""
+        """Switch to a top-level tab by its label (``txt2img``, ``img2img``, ``PNG Info``;
+        Forge writes ``Txt2img``, ``Img2img``)."""
         self.page.locator("#tabs > .tab-nav button", has_text=re.compile(
-            rf"^\s*{re.escape(name)}\s*$")).click()
+            rf"^\s*{re.escape(name)}\s*$", re.IGNORECASE)).click()
         tab_id = {"PNG Info": "pnginfo", "Extensions": "extensions"}.get(name, name)
         self.page.wait_for_selector(f"#tab_{tab_id}", state="visible")
 
