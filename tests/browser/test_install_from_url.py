@@ -123,15 +123,7 @@ def installation(webui_setup, browser, browser_suite, tmp_path_factory  # noqa: 
     git(root, "clone", "-q", "--bare", str(work), str(bare))
     git(work, "remote", "add", "origin", str(bare))
 
-    setup = host_suite.WebUISetup(webui_setup.webui_dir, webui_setup.python,
-                                  dict(webui_setup.env), root / "host", forge=webui_setup.forge)
-    setup.extension_dir = webui_setup.extension_dir
-    host_suite.lay_out_data_dir(setup, with_extension=False)
-    if "SLB_TEST_OPEN_CLIP_CONFIGS" in webui_setup.env:  # A1111: the session's configs
-        setup.env["SLB_TEST_OPEN_CLIP_CONFIGS"] = webui_setup.env["SLB_TEST_OPEN_CLIP_CONFIGS"]
-    for model in ("tiny.safetensors", "tiny.yaml"):  # the SD 1.x model (A1111: and its yaml)
-        if (webui_setup.model_dir / model).is_file():
-            (setup.model_dir / model).symlink_to((webui_setup.model_dir / model).resolve())
+    setup = webui_setup.another(root / "host", with_extension=False)
     flags = browser_suite.prepare_ui(setup)
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     try:

@@ -70,18 +70,21 @@ class UIPage:
     def tab(self, name: str) -> None:
         """Switch to a top-level tab by its label (``txt2img``, ``img2img``, ``PNG Info``;
         Forge writes ``Txt2img``, ``Img2img``)."""
-        self.page.locator("#tabs > .tab-nav button", has_text=re.compile(
-            rf"^\s*{re.escape(name)}\s*$", re.IGNORECASE)).click()
+        self._tab_button("#tabs", name).click()
         tab_id = {"PNG Info": "pnginfo", "Extensions": "extensions"}.get(name, name)
         self.page.wait_for_selector(f"#tab_{tab_id}", state="visible")
+
+    def _tab_button(self, tabs: str, label: str):  # noqa: ANN202
+        """The button of the ``tabs`` block's tab labelled ``label`` (any case)."""
+        return self.page.locator(f"{tabs} > .tab-nav button", has_text=re.compile(
+            rf"^\s*{re.escape(label)}\s*$", re.IGNORECASE))
 
     # ------------------------------------------------------------------ Extensions tab
 
     def extensions_tab(self, name: str):  # noqa: ANN201
         """Open Extensions, then its sub-tab ``name`` ("Installed", "Install from URL")."""
         self.tab("Extensions")
-        self.page.locator("#tabs_extensions > .tab-nav button", has_text=re.compile(
-            rf"^\s*{re.escape(name)}\s*$")).click()
+        self._tab_button("#tabs_extensions", name).click()
         return self.page.locator("#tabs_extensions > .tabitem:visible")
 
     def install_from_url(self, url: str) -> str:

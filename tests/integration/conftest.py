@@ -372,6 +372,21 @@ class WebUISetup:
         self.open_clip_configs = self.model_dir / "open_clip"
         self.extension_dir = REPO_ROOT
 
+    def another(self, root: Path, with_extension: bool = True) -> WebUISetup:
+        """A second data dir for the same host under ``root``, laid out afresh, with this
+        one's SD 1.x checkpoint (A1111: and its yaml) linked in and, on A1111, this one's
+        open-clip configs: for a second server (tests/integration/test_xyz.py,
+        tests/browser/test_install_from_url.py)."""
+        other = WebUISetup(self.webui_dir, self.python, dict(self.env), root, self.forge)
+        other.extension_dir = self.extension_dir
+        lay_out_data_dir(other, with_extension=with_extension)
+        if "SLB_TEST_OPEN_CLIP_CONFIGS" in self.env:
+            other.env["SLB_TEST_OPEN_CLIP_CONFIGS"] = self.env["SLB_TEST_OPEN_CLIP_CONFIGS"]
+        for model in (self.checkpoint, self.config):
+            if model.is_file():
+                (other.model_dir / model.name).symlink_to(model.resolve())
+        return other
+
 
 def offline_env() -> dict:
     """This process's environment for a host that must not download or phone home."""

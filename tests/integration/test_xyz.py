@@ -85,18 +85,7 @@ def test_xyz_axes_with_the_ui(webui_setup, webui_server, tmp_path):
     runs. A second server with the UI, on its own data dir and the SD 1.x checkpoint only
     (the session's ``--nowebui`` server keeps running)."""
     suite = sys.modules[type(webui_setup).__module__]  # this folder's conftest, as loaded
-    setup = suite.WebUISetup(webui_setup.webui_dir, webui_setup.python,
-                             dict(webui_setup.env), tmp_path / "ui", forge=webui_setup.forge)
-    setup.extension_dir = webui_setup.extension_dir
-    suite.lay_out_data_dir(setup)
-    if "SLB_TEST_OPEN_CLIP_CONFIGS" in webui_setup.env:  # A1111: the session's configs
-        setup.env["SLB_TEST_OPEN_CLIP_CONFIGS"] = webui_setup.env["SLB_TEST_OPEN_CLIP_CONFIGS"]
-    checkpoint = webui_server.model_dir / "tiny.safetensors"
-    (setup.model_dir / checkpoint.name).symlink_to(checkpoint.resolve())
-    for side in (".yaml",):  # A1111's tiny model has its config beside it
-        if checkpoint.with_suffix(side).is_file():
-            (setup.model_dir / checkpoint.with_suffix(side).name).symlink_to(
-                checkpoint.with_suffix(side).resolve())
+    setup = webui_setup.another(tmp_path / "ui")
     with suite.start_server(setup, ui=True) as server:
         for is_img2img in (False, True):
             labels = xyz_info(server, is_img2img)["args"][0]["choices"]
