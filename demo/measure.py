@@ -96,12 +96,15 @@ class Session:
               flush=True)
         return answer
 
-    def generate(self, checkpoint: str, sampler: str, n: int, leak: dict | None) -> np.ndarray:
+    def generate(self, checkpoint: str, sampler: str, n: int, leak: dict | None,
+                 seed: int = SEED) -> np.ndarray:
+        """``n`` images, image i with seed ``seed + i``; each batch's infotext must name the
+        checkpoint and, with a leak, its preset."""
         images = []
         batch = 16
         for first in range(0, n, batch):
             request = {
-                "prompt": PROMPT, "negative_prompt": "", "seed": SEED + first,
+                "prompt": PROMPT, "negative_prompt": "", "seed": seed + first,
                 "subseed": -1, "subseed_strength": 0, "steps": STEPS, "width": SIZE,
                 "height": SIZE, "cfg_scale": 1.0, "sampler_name": sampler,
                 "scheduler": "Automatic", "batch_size": min(batch, n - first), "n_iter": 1,
@@ -116,7 +119,9 @@ class Session:
                 request["alwayson_scripts"] = {"signal leak bias": {"args": [leak]}}
             answer = self.server.post("/sdapi/v1/txt2img", request)
             info = json.loads(answer["info"])["infotexts"][0]
-            if leak is not None and "Signal leak:" not in info:
+            if f"Model: {Path(checkpoint).stem}," not in info:
+                raise RuntimeError(f"not generated with {checkpoint}: {info}")
+            if leak is not None and f"Signal leak: {leak['preset']}," not in info:
                 raise RuntimeError(f"the leak was not applied: {info}")
             for data in answer["images"]:
                 with Image.open(io.BytesIO(base64.b64decode(data))) as image:

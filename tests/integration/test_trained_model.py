@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from slb_webui import FORGE, infotexts, pixels
+from slb_webui import FORGE
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [
@@ -121,42 +121,24 @@ def test_the_host_computes_what_the_model_was_trained_as(webui_setup, demo_model
     assert result["encode"] < 1e-5 and result["decode"] < 1e-4
 
 
-def _brightness(answer: dict) -> np.ndarray:
-    return np.array([pixels(answer, i).mean() / 255 for i in range(len(answer["images"]))])
-
-
 def _fit(server, folder: Path, images: np.ndarray, name: str) -> dict:  # noqa: ANN001
-    from PIL import Image
+    """A dct+pixel preset fitted at 128 px through the fit route (the benchmark's fit)."""
+    from demo.measure import Session, write_pngs
 
-    folder.mkdir()
-    for i, image in enumerate(images):
-        Image.fromarray(image).save(folder / f"{i:03d}.png")
-    fitted = server.post("/signal-leak/v1/fit", {"folder": str(folder), "name": name,
-                                                 "resolution": 128})
+    fitted = Session(server).fit(write_pngs(images, folder), name, "dct+pixel")
     assert fitted["images"] == len(images) and fitted["latent_shape"] == [4, 16, 16]
     return fitted
 
 
 def _generate(server, leak: dict | None, n: int = 8, seed: int = 7) -> np.ndarray:  # noqa: ANN001
-    """Per-image brightness of ``n`` Euler generations (seeds ``seed``, ``seed + 1``, ...)."""
-    out = []
-    for first in range(0, n, 16):
-        request = {"prompt": "a landscape", "negative_prompt": "", "seed": seed + first,
-                   "steps": 20, "width": 128, "height": 128, "cfg_scale": 1.0,
-                   "sampler_name": "Euler", "batch_size": min(16, n - first), "n_iter": 1,
-                   "send_images": True, "save_images": False,
-                   "override_settings": {"sd_model_checkpoint": "scenes.safetensors",
-                                         "return_grid": False},
-                   "override_settings_restore_afterwards": True}
-        if leak:
-            request["alwayson_scripts"] = {"signal leak bias": {"args": [leak]}}
-        answer = server.post("/sdapi/v1/txt2img", request)
-        info = infotexts(answer)[0]
-        assert "Model: scenes," in info, info
-        if leak:
-            assert f"Signal leak: {leak['preset']}," in info, info
-        out.append(_brightness(answer))
-    return np.concatenate(out)
+    """Per-image brightness of ``n`` Euler generations of the demo model (seeds ``seed``,
+    ``seed + 1``, ...) by the benchmark's request, which checks the infotext names the
+    model and the preset."""
+    from demo.measure import Session
+    from demo.scenes import brightness_and_colour
+
+    images = Session(server).generate("scenes.safetensors", "Euler", n, leak, seed)
+    return brightness_and_colour(images)[0]
 
 
 def test_a_fitted_leak_undoes_the_trained_models_brightness_bias(webui_server, demo_models,
