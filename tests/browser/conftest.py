@@ -12,8 +12,9 @@ Environment (besides the real-host suite's SLB_WEBUI_DIR, SLB_WEBUI_PYTHON, ...)
   SLB_CHROMIUM             Chromium/Chrome executable (default: chromium, chromium-browser,
                            google-chrome or google-chrome-stable on PATH). Playwright's own
                            browser downloads are never used.
-  SLB_BROWSER_SCREENSHOTS  folder for the README screenshots (default: the test run's
-                           temporary folder; point it at docs/ to refresh them).
+  SLB_BROWSER_SCREENSHOTS  folder for the screenshots (default: the test run's temporary
+                           folder; point it at docs/ to refresh the README's, which
+                           test_trained_model_ui.py takes on the demo model).
   SLB_BROWSER_HEADFUL      set to 1 to watch the browser (needs a display).
 """
 
@@ -136,10 +137,11 @@ def pytest_report_header(config: pytest.Config) -> str:
 # --------------------------------------------------------------------------- fixtures
 
 
-def prepare_ui(setup) -> tuple[str, ...]:  # noqa: ANN001
-    """Writes the UI defaults into ``setup``'s data dir; returns the extra start flags."""
+def prepare_ui(setup, defaults: dict | None = None) -> tuple[str, ...]:  # noqa: ANN001
+    """Writes the UI defaults (``UI_DEFAULTS`` unless given) into ``setup``'s data dir;
+    returns the extra start flags."""
     config = setup.data_dir / "ui-config.json"
-    config.write_text(json.dumps(UI_DEFAULTS, indent=2))
+    config.write_text(json.dumps(UI_DEFAULTS if defaults is None else defaults, indent=2))
     if FORGE:
         settings_file = setup.data_dir / "config.json"
         settings = json.loads(settings_file.read_text())

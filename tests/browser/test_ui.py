@@ -58,8 +58,8 @@ def test_accordion_in_both_tabs(ui, screenshots):
     ui.refresh_presets("txt2img")
     ui.choose(ui.el("txt2img", "preset"), "test-sd1")
     ui.wait_html(f"{prefix('txt2img')}summary", starts="test-sd1:")
-    size = save_screenshot(ui.accordion("txt2img"), screenshots / "ui_accordion.png")
-    print(f"[browser] page loaded in {ui.load_seconds:.1f} s; ui_accordion.png {size} bytes")
+    size = save_screenshot(ui.accordion("txt2img"), screenshots / "tiny_ui_accordion.png")
+    print(f"[browser] page loaded in {ui.load_seconds:.1f} s; tiny_ui_accordion.png {size} bytes")
 
 
 # --------------------------------------------------------------------------- 2
@@ -178,8 +178,8 @@ def test_preview_draws_an_image(ui, screenshots):
     assert pixels.std() > 1, "the preview is flat"
     note = block.locator(".prose").last.inner_text()
     assert "seed 1234" in note and "the leak" in note, note
-    size = save_screenshot(block, screenshots / "ui_preview.png")
-    print(f"[browser] ui_preview.png {size} bytes")
+    size = save_screenshot(block, screenshots / "tiny_ui_preview.png")
+    print(f"[browser] tiny_ui_preview.png {size} bytes")
 
 
 # --------------------------------------------------------------------------- 6
@@ -241,8 +241,8 @@ def test_fit_panel_progress_stop_and_fit(ui, webui_server, image_folder, screens
         while (walker.nextNode())
             walker.currentNode.nodeValue = walker.currentNode.nodeValue.split(dataDir).join('');
     }""", [str(webui_server.data_dir) + "/", str(image_folder)])
-    size = save_screenshot(fit, screenshots / "ui_fit_panel.png")
-    print(f"[browser] ui_fit_panel.png {size} bytes")
+    size = save_screenshot(fit, screenshots / "tiny_ui_fit_panel.png")
+    print(f"[browser] tiny_ui_fit_panel.png {size} bytes")
     _, info = ui.generate(tab)
     assert "Signal leak: ui-fitted," in info, info
 
@@ -319,8 +319,8 @@ def test_xyz_plot_offers_our_axes_and_draws_a_grid(ui, screenshots):
     cells = [grid[-64:, i * 64:(i + 1) * 64] for i in range(3)]
     assert _differ(cells[0], cells[1]) and _differ(cells[1], cells[2]), \
         "the grid's cells are equal: the channel-0 mean axis changed nothing"
-    size = save_screenshot(ui.page.locator(f"#{tab}_gallery"), screenshots / "ui_xyz_grid.png")
-    print(f"[browser] ui_xyz_grid.png {size} bytes; grid {width}x{height}")
+    size = save_screenshot(ui.page.locator(f"#{tab}_gallery"), screenshots / "tiny_ui_xyz_grid.png")
+    print(f"[browser] tiny_ui_xyz_grid.png {size} bytes; grid {width}x{height}")
 
 
 # --------------------------------------------------------------------------- 9

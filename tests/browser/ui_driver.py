@@ -242,15 +242,15 @@ class UIPage:
         img = self.page.locator(f"#{tab}_gallery img")
         return img.first.get_attribute("src") if img.count() else None
 
-    def generate(self, tab: str = "txt2img") -> tuple[np.ndarray, str]:
-        """Click Generate; wait for the new image; return its pixels and the info text
-        shown under the gallery."""
+    def generate(self, tab: str = "txt2img", timeout: int = LONG) -> tuple[np.ndarray, str]:
+        """Click Generate; wait (up to ``timeout`` ms) for the new image; return its pixels
+        and the info text shown under the gallery."""
         before = self.gallery_src(tab)
         self.page.locator(f"#{tab}_generate").click()
         self.page.wait_for_function(
             "([sel, old]) => { const i = document.querySelector(sel);"
             " return i && i.getAttribute('src') && i.getAttribute('src') !== old; }",
-            arg=[f"#{tab}_gallery img", before])
+            arg=[f"#{tab}_gallery img", before], timeout=timeout)
         self.wait_html(f"html_info_{tab}", contains="Steps:")
         self.wait_idle()
         return self.image(self.gallery_src(tab)), self.html(f"html_info_{tab}")
