@@ -23,6 +23,8 @@ a run started again with the same arguments continues where the last one stopped
 Run with the WebUI's interpreter (it has transformers and open-clip-torch's BPE file)::
 
     python -m demo.train demo/model
+    # stage 3 alone, from a checkpoint this script wrote (how the committed style UNet was made)
+    python -m demo.train demo/model --base demo/model/scenes.safetensors
 """
 
 from __future__ import annotations
@@ -290,13 +292,15 @@ def main() -> None:
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--vae-steps", type=int, default=2500)
     parser.add_argument("--unet-steps", type=int, default=3000)
-    parser.add_argument("--style-steps", type=int, default=500, help="0: no style model")
+    parser.add_argument("--style-steps", type=int, default=1000, help="0: no style model")
+    parser.add_argument("--style-lr", type=float, default=1e-4, help="the style stage's peak")
     parser.add_argument("--scenes", type=int, default=12000, help="UNet training scenes")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1 is steadier on a machine shared with other work)")
     parser.add_argument("--bpe", type=Path, default=None)
+    parser.add_argument("--base", type=Path, default=None,
+                        help="a checkpoint this script wrote: skip stages 1-2, run stage 3 on it")
     args = parser.parse_args()
-    from safetensors.torch import save_file
 
     torch.set_num_threads(args.threads)
     out = args.out_dir.resolve()
@@ -305,6 +309,44 @@ def main() -> None:
                  "torch": torch.__version__}
     tokenizer_dir = tiny_model.build_tokenizer(out / ".clip-tokenizer", SPEC, args.bpe)
     contexts = prompt_embeddings(tokenizer_dir, [PROMPT, ""])
+
+    if args.base:
+        vae, ema, scale = load_checkpoint(args.base)
+        log = _previous_log(out) | {"style_base": args.base.name}
+    else:
+        vae, ema, scale = train_base(args, out, contexts, log)
+    if args.style_steps:
+        train_style(args, out, vae, ema, scale, contexts, log)
+    (out / "train-log.json").write_text(json.dumps(log, indent=2) + "\n")
+    names = [n for n in ("scenes.safetensors", "scenes-dark-unet.safetensors")
+             if (out / n).is_file()]
+    (out / "SHA256SUMS").write_text("".join(f"{_sha256(out / n)}  {n}\n" for n in names))
+    print(json.dumps(log, indent=2))
+
+
+def _previous_log(out: Path) -> dict:
+    path = out / "train-log.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def load_checkpoint(path: Path) -> tuple[Autoencoder, UNet, float]:
+    """The autoencoder, UNet and scale factor of a checkpoint this script wrote (fp16
+    weights, computed in fp32 as the WebUI's CPU path does)."""
+    from safetensors import safe_open
+
+    vae, unet = vae_for(), unet_for()
+    with safe_open(str(path), "pt") as f:
+        scale = float(f.metadata()["scale_factor"])
+        for model, prefix in ((vae, "first_stage_model."), (unet, "model.diffusion_model.")):
+            model.load_state_dict({k[len(prefix):]: f.get_tensor(k).float()
+                                   for k in f.keys() if k.startswith(prefix)})
+    return vae.eval(), unet.eval(), scale
+
+
+def train_base(args: argparse.Namespace, out: Path, contexts: torch.Tensor, log: dict
+               ) -> tuple[Autoencoder, UNet, float]:
+    """Stages 1 and 2; writes scenes.safetensors."""
+    from safetensors.torch import save_file
 
     vae = train_vae(args.vae_steps, 4000, log, out / "stage-vae.pt")
     images = to_unit(scenes(args.scenes, SCENE_SEEDS["train"], IMAGE_SIZE))
@@ -324,24 +366,29 @@ def main() -> None:
     _zero_last_layers(unet)
     ema = train_unet(unet, (mean, std), scale, contexts, args.unet_steps, 3e-4, "unet",
                      SEED + 2, log, out / "stage-unet.pt")
-    metadata = {"format": "pt", "scale_factor": str(scale), "prompt": PROMPT}
-    save_file(checkpoint(ema, vae), str(out / "scenes.safetensors"), metadata=metadata)
+    save_file(checkpoint(ema, vae), str(out / "scenes.safetensors"), metadata=_metadata(scale))
+    return vae, ema, scale
 
-    if args.style_steps:
-        dark = to_unit(scenes(args.scenes // 4, SCENE_SEEDS["dark"], IMAGE_SIZE, "dark"))
-        dark_latents = encode_all(vae, dark)
-        del dark
-        tuned = unet_for()
-        tuned.load_state_dict(ema.state_dict())
-        tuned = train_unet(tuned, dark_latents, scale, contexts, args.style_steps, 1e-4,
-                           "style", SEED + 3, log, out / "stage-style.pt")
-        save_file({f"model.diffusion_model.{k}": v.half().contiguous()
-                   for k, v in tuned.state_dict().items()},
-                  str(out / "scenes-dark-unet.safetensors"), metadata=metadata)
-    (out / "train-log.json").write_text(json.dumps(log, indent=2) + "\n")
-    names = ["scenes.safetensors"] + (["scenes-dark-unet.safetensors"] if args.style_steps else [])
-    (out / "SHA256SUMS").write_text("".join(f"{_sha256(out / n)}  {n}\n" for n in names))
-    print(json.dumps(log, indent=2))
+
+def _metadata(scale: float) -> dict[str, str]:
+    return {"format": "pt", "scale_factor": str(scale), "prompt": PROMPT}
+
+
+def train_style(args: argparse.Namespace, out: Path, vae: Autoencoder, base: UNet,
+                scale: float, contexts: torch.Tensor, log: dict) -> None:
+    """Stage 3: the base UNet fine-tuned on dark scenes; writes scenes-dark-unet.safetensors."""
+    from safetensors.torch import save_file
+
+    dark = to_unit(scenes(args.scenes // 4, SCENE_SEEDS["dark"], IMAGE_SIZE, "dark"))
+    dark_latents = encode_all(vae, dark)
+    del dark
+    tuned = unet_for()
+    tuned.load_state_dict(base.state_dict())
+    tuned = train_unet(tuned, dark_latents, scale, contexts, args.style_steps, args.style_lr,
+                       "style", SEED + 3, log, out / "stage-style.pt")
+    save_file({f"model.diffusion_model.{k}": v.half().contiguous()
+               for k, v in tuned.state_dict().items()},
+              str(out / "scenes-dark-unet.safetensors"), metadata=_metadata(scale))
 
 
 if __name__ == "__main__":

@@ -98,6 +98,29 @@ def test_the_committed_weights_match_their_sums_and_the_layout():
 
 
 @needs_weights
+def test_the_style_stage_starts_from_the_committed_checkpoint_as_stored():
+    """``demo.train --base``: the autoencoder and UNet of a checkpoint, fp16 weights in
+    fp32, and its scale factor; the style-tuned UNet has the same layout and moved away."""
+    from safetensors.torch import load_file
+
+    from demo.train import load_checkpoint
+
+    vae, unet, scale = load_checkpoint(MODEL / "scenes.safetensors")
+    assert scale == install_model.scale_factor(MODEL / "scenes.safetensors")
+    stored = load_file(str(MODEL / "scenes.safetensors"))
+    for model, prefix in ((vae, "first_stage_model."), (unet, "model.diffusion_model.")):
+        state = model.state_dict()
+        assert set(state) == {k[len(prefix):] for k in stored if k.startswith(prefix)}
+        for key, value in state.items():
+            assert value.dtype == torch.float32
+            assert torch.equal(value, stored[prefix + key].float()), key
+    if (MODEL / "scenes-dark-unet.safetensors").is_file():
+        tuned = load_file(str(MODEL / "scenes-dark-unet.safetensors"))
+        changed = [k for k, v in tuned.items() if not torch.equal(v, stored[k])]
+        assert len(changed) > 0.9 * len(tuned), f"only {len(changed)} of {len(tuned)} moved"
+
+
+@needs_weights
 def test_a_changed_weight_file_is_refused(tmp_path):
     for name in ("SHA256SUMS", "scenes.safetensors"):
         (tmp_path / name).write_bytes((MODEL / name).read_bytes())
