@@ -190,8 +190,8 @@ def test_the_dark_tuned_model_misses_its_style_until_the_leak_brings_it(webui_se
                                                                           dark_preset):
     """The paper's case A: the UNet fine-tuned on dark scenes, started from plain noise,
     comes out almost as bright as the model it was tuned from (demo/measure.py, 256
-    images: 0.392 against 0.405; the dark scenes 0.268); the dark scenes' leak takes it
-    most of the way (0.305). Same seeds; the tuned checkpoint is another model (its images
+    images: 0.388 against 0.405; the dark scenes 0.268); the dark scenes' leak takes it
+    most of the way (0.304). Same seeds; the tuned checkpoint is another model (its images
     differ from the base model's)."""
     tuned = "scenes-dark.safetensors"
     base = _generate(webui_server, None, 16)
