@@ -1,17 +1,20 @@
 """Train the demo model: a tiny SD 1.x latent diffusion model on procedural scenes.
 
 Runs on the CPU with fixed seeds, in three stages (on this project's 2-core machine, one
-torch thread: about 15 minutes for the autoencoder, 10 for encoding the training scenes,
-and about 0.6-1 s per UNet step, so roughly an hour and a half in all):
+torch thread, shared with other work, the committed run took 50 minutes for the
+autoencoder, 10 for encoding the training scenes, 37 for the UNet and 38 for the style
+UNet: about two and a quarter hours):
 
 1. the autoencoder (SD's architecture at width 32, 8x downsampling, 4 latent channels) on
-   64 px crops of scenes, mean-squared error plus a tiny KL term as SD's; the scale factor
-   is then set so that the training latents have unit spread;
+   64 px crops of scenes, then on whole 128 px scenes, mean-squared error (of the pixels
+   and of 8x8 block means) plus a tiny KL term as SD's; the scale factor is then set so
+   that the training latents have unit spread;
 2. the UNet (A1111's LDM layout at width 32, eps prediction, SD's linear beta schedule
    0.00085..0.012 over 1000 steps) on the scaled latents of 128 px scenes (16x16 latents),
    conditioned on the tiny text encoder's embedding of ``PROMPT`` (the empty prompt's 10% of
    the time, so classifier-free guidance works), with an EMA of its weights;
-3. optionally, the UNet fine-tuned briefly on the "dark" style subset (the paper's case A).
+3. optionally, the UNet fine-tuned on the "dark" style subset (the paper's case A: a
+   style-tuned model), 3000 steps at a peak learning rate of 3e-4 by default.
 
 Output in ``OUT_DIR``: ``scenes.safetensors`` (the full checkpoint in fp16: UNet, VAE and
 the tiny seeded text encoder of tests/integration/tiny_model.py) and
@@ -23,7 +26,8 @@ a run started again with the same arguments continues where the last one stopped
 Run with the WebUI's interpreter (it has transformers and open-clip-torch's BPE file)::
 
     python -m demo.train demo/model
-    # stage 3 alone, from a checkpoint this script wrote (how the committed style UNet was made)
+    # stage 3 alone, from a checkpoint this script wrote (how the committed style UNet was
+    # made: the run that trained stages 1-2 had stopped before it)
     python -m demo.train demo/model --base demo/model/scenes.safetensors
 """
 
@@ -292,8 +296,9 @@ def main() -> None:
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--vae-steps", type=int, default=2500)
     parser.add_argument("--unet-steps", type=int, default=3000)
-    parser.add_argument("--style-steps", type=int, default=1000, help="0: no style model")
-    parser.add_argument("--style-lr", type=float, default=1e-4, help="the style stage's peak")
+    parser.add_argument("--style-steps", type=int, default=3000, help="0: no style model")
+    parser.add_argument("--style-lr", type=float, default=3e-4,
+                        help="the style stage's peak learning rate")
     parser.add_argument("--scenes", type=int, default=12000, help="UNet training scenes")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1 is steadier on a machine shared with other work)")
