@@ -14,6 +14,7 @@ encoder, which Forge-family hosts replace by full-size CLIP. Run in file order.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,8 +61,6 @@ def demo_defaults() -> dict:
 @pytest.fixture(scope="module")
 def demo_server(browser_suite, webui_setup, tmp_path_factory):  # noqa: ANN001, ANN201
     """A second A1111 with its UI, on the demo model, with the demo defaults."""
-    import json
-
     setup = webui_setup.another(tmp_path_factory.mktemp("demo-ui"))
     done = subprocess.run([setup.python, "-m", "demo.install_model", str(setup.model_dir)],
                           cwd=REPO, env=setup.env, capture_output=True, text=True,
