@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from slb_webui import FORGE
-from ui_driver import LONG, UIPage, prefix, save_screenshot
+from ui_driver import LONG, UIPage, hide_paths, prefix, save_screenshot
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [
@@ -109,17 +109,6 @@ def gallery(page: UIPage) -> list[np.ndarray]:
     return [page.image(src) for src in sources]
 
 
-def _hide_paths(block, server, folder: Path) -> None:  # noqa: ANN001
-    """The README screenshot shows no path of the machine the suite ran on (display only)."""
-    block.evaluate("""(el, [dataDir, folder]) => {
-        for (const box of el.querySelectorAll('textarea'))
-            if (box.value === folder) box.value = '~/pictures/landscapes';
-        const walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
-        while (walker.nextNode())
-            walker.currentNode.nodeValue = walker.currentNode.nodeValue.split(dataDir).join('');
-    }""", [str(server.data_dir) + "/", str(folder)])
-
-
 # --------------------------------------------------------------------------- 1
 
 
@@ -142,7 +131,7 @@ def test_fit_a_preset_from_scene_pictures(page, demo_server, scene_folder, scree
     page.wait_html(f"{prefix(TAB)}summary", starts="landscapes:")
     summary = page.summary(TAB)
     assert f"latent 4x16x16 ({SIZE}x{SIZE} px), {FIT_IMAGES} images, sd1" in summary, summary
-    _hide_paths(fit, demo_server, scene_folder)
+    hide_paths(fit, demo_server.data_dir, scene_folder, "~/pictures/landscapes")
     size = save_screenshot(fit, screenshots / "ui_fit_panel.png")
     print(f"[browser] demo model: ui_fit_panel.png {size} bytes")
 
@@ -157,9 +146,7 @@ def test_the_fitted_preset_changes_the_pictures(page, screenshots):
     plain_grid, info = page.generate(TAB)
     assert "Signal leak" not in info and f"Size: {SIZE}x{SIZE}" in info, info
     plain = gallery(page)
-    page.open_accordion(TAB)
-    page.refresh_presets(TAB)
-    page.choose(page.el(TAB, "preset"), "landscapes")
+    page.pick_preset(TAB, "landscapes")
     page.wait_html(f"{prefix(TAB)}summary", starts="landscapes:")
     leak_grid, info = page.generate(TAB)
     assert "Signal leak: landscapes," in info and "Seed: 1234" in info, info
@@ -180,17 +167,8 @@ def test_the_fitted_preset_changes_the_pictures(page, screenshots):
 
 
 def test_preview_of_the_fitted_preset(page, screenshots):
-    page.open_accordion(TAB)
-    page.refresh_presets(TAB)
-    page.choose(page.el(TAB, "preset"), "landscapes")
-    block = page.open_sub_accordion(TAB, "Preview")
-    page.el(TAB, "preview").click()
-    image = block.locator(".gradio-image img")
-    image.wait_for(state="visible")
-    page.page.wait_for_function("img => img.complete && img.naturalWidth > 0",
-                                arg=image.element_handle())
-    page.wait_idle()
-    pixels = page.image(image.get_attribute("src"))
+    page.pick_preset(TAB, "landscapes")
+    block, pixels = page.preview_leak(TAB)
     assert pixels.shape[1] >= 3 * pixels.shape[0] * 0.9, f"not three tiles: {pixels.shape}"
     assert pixels.std() > 1, "the preview is flat"
     size = save_screenshot(block, screenshots / "ui_preview.png")
@@ -205,9 +183,7 @@ def test_xyz_grid_over_channel_0_runs_from_bright_to_dark(page, screenshots):
     latent space (and the demo model's) a lower channel-0 mean is a brighter picture
     (demo/measure.py, 256 images: 0.718 at -1 down to 0.314 at +1): each column is darker
     than the one before it. Screenshot ``ui_xyz_grid.png``."""
-    page.open_accordion(TAB)
-    page.refresh_presets(TAB)
-    page.choose(page.el(TAB, "preset"), "landscapes")
+    page.pick_preset(TAB, "landscapes")
     page.set_number(page.page.locator(f"#{TAB}_batch_size"), 1)
     script = page.page.locator(f"#{TAB}_script_container #script_list")
     title = next(c for c in page.dropdown_choices(script) if c.casefold() == "x/y/z plot")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from slb_webui import MANUAL, infotexts, txt2img_request, with_leak
-from ui_driver import LONG, mentions_ours, prefix, save_screenshot
+from ui_driver import LONG, hide_paths, mentions_ours, prefix, save_screenshot
 
 TABS = ("txt2img", "img2img")
 REFUSED = "⚠ {} (not for this model)"
@@ -82,8 +82,7 @@ def test_switching_on_changes_image_and_infotext(ui, presets):
     assert _differ(manual, plain), "a fixed channel-0 mean did not change the image"
 
     ui.checkbox(tab, "fix_mean_0").uncheck()
-    ui.refresh_presets(tab)
-    ui.choose(ui.el(tab, "preset"), "test-sd1")
+    ui.pick_preset(tab, "test-sd1")
     preset, info = ui.generate(tab)
     assert "Signal leak: test-sd1," in info, info
     assert f"Signal leak hash: {presets['test-sd1']}" in info, info
@@ -163,17 +162,8 @@ def test_incompatible_presets_are_marked_before_generating(ui):
 
 def test_preview_draws_an_image(ui, screenshots):
     tab = "txt2img"
-    ui.open_accordion(tab)
-    ui.refresh_presets(tab)
-    ui.choose(ui.el(tab, "preset"), "test-sd1")
-    block = ui.open_sub_accordion(tab, "Preview")
-    ui.el(tab, "preview").click()
-    image = block.locator(".gradio-image img")
-    image.wait_for(state="visible")
-    ui.page.wait_for_function("img => img.complete && img.naturalWidth > 0",
-                              arg=image.element_handle())
-    ui.wait_idle()
-    pixels = ui.image(image.get_attribute("src"))
+    ui.pick_preset(tab, "test-sd1")
+    block, pixels = ui.preview_leak(tab)
     assert pixels.shape[1] >= 3 * pixels.shape[0] * 0.9, f"not three tiles: {pixels.shape}"
     assert pixels.std() > 1, "the preview is flat"
     note = block.locator(".prose").last.inner_text()
@@ -232,15 +222,7 @@ def test_fit_panel_progress_stop_and_fit(ui, webui_server, image_folder, screens
     assert (webui_server.presets_dir / "ui-fitted.safetensors").is_file()
     assert ui.preset_value(tab) == "ui-fitted"
     ui.wait_html(f"{prefix(tab)}summary", starts="ui-fitted:")
-    # the README screenshot shows no path of the machine the suite ran on (display only:
-    # the page's values are not changed)
-    fit.evaluate("""(el, [dataDir, folder]) => {
-        for (const box of el.querySelectorAll('textarea'))
-            if (box.value === folder) box.value = '~/pictures/my-style';
-        const walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
-        while (walker.nextNode())
-            walker.currentNode.nodeValue = walker.currentNode.nodeValue.split(dataDir).join('');
-    }""", [str(webui_server.data_dir) + "/", str(image_folder)])
+    hide_paths(fit, webui_server.data_dir, image_folder, "~/pictures/my-style")
     size = save_screenshot(fit, screenshots / "tiny_ui_fit_panel.png")
     print(f"[browser] tiny_ui_fit_panel.png {size} bytes")
     _, info = ui.generate(tab)

@@ -173,6 +173,24 @@ class UIPage:
         self.el(tab, "refresh").click()
         self.wait_idle()
 
+    def pick_preset(self, tab: str, name: str) -> None:
+        """Open the accordion, refresh the preset list and choose ``name``, as a user who
+        just added the file does."""
+        self.open_accordion(tab)
+        self.refresh_presets(tab)
+        self.choose(self.el(tab, "preset"), name)
+
+    def preview_leak(self, tab: str):  # noqa: ANN201
+        """*Preview* > *Preview leak*; returns the Preview block and the drawn image's pixels."""
+        block = self.open_sub_accordion(tab, "Preview")
+        self.el(tab, "preview").click()
+        image = block.locator(".gradio-image img")
+        image.wait_for(state="visible")
+        self.page.wait_for_function("img => img.complete && img.naturalWidth > 0",
+                                    arg=image.element_handle())
+        self.wait_idle()
+        return block, self.image(image.get_attribute("src"))
+
     def dropdown_choices(self, element) -> list[str]:  # noqa: ANN001
         """The entries a user sees when opening a Gradio dropdown."""
         element.locator("input").click()
@@ -285,6 +303,19 @@ def save_screenshot(locator, path: Path) -> int:  # noqa: ANN001
                     break
     path.write_bytes(data)
     return len(data)
+
+
+def hide_paths(block, data_dir: Path, folder: Path, shown_as: str) -> None:  # noqa: ANN001
+    """Before a screenshot: no path of the machine the suite ran on in ``block`` (the image
+    folder's box reads ``shown_as``, the data dir is cut from texts). Display only: the
+    page's values are not changed."""
+    block.evaluate("""(el, [dataDir, folder, shownAs]) => {
+        for (const box of el.querySelectorAll('textarea'))
+            if (box.value === folder) box.value = shownAs;
+        const walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
+        while (walker.nextNode())
+            walker.currentNode.nodeValue = walker.currentNode.nodeValue.split(dataDir).join('');
+    }""", [str(data_dir) + "/", str(folder), shown_as])
 
 
 def _where(message) -> str:  # noqa: ANN001
