@@ -306,8 +306,8 @@ class _ApiWorkerDied(Exception):
 # the UI) while the main thread loads the model; reForge's died there once in pydantic's
 # create_model ("SystemError: bad argument to internal function" from a deepcopy), and with
 # its UI when a request reached the freshly launched app before create_api added its
-# middleware ("Cannot add middleware after an application has started": a page polling for
-# the restarted host does that), leaving a process without an API.
+# middleware ("Cannot add middleware after an application has started"; _wait_ready no
+# longer sends one that early), leaving a process without an API.
 API_WORKER_DIED = ("in api_only_worker\n", "(webui_worker):\n")
 
 
@@ -322,7 +322,11 @@ STARTED_LINE = b"Startup time:"
 
 def _wait_ready(url: str, process: subprocess.Popen, log_path: Path, timeout: float,
                 started_line: bytes | None = None) -> float:
-    """Until ``url`` answers 200 and, when ``started_line`` is given, the log has it."""
+    """Until ``url`` answers 200 and, when ``started_line`` is given, the log has it. With
+    ``started_line`` no request is sent before the line is there: with the web UI a request
+    that reaches the freshly launched app before create_api has added the API's middleware
+    makes Starlette refuse that middleware ("Cannot add middleware after an application has
+    started"), which kills A1111 (exit code 1) and the forks' UI thread."""
     start = time.monotonic()
     while True:
         if any(marker in log_tail(log_path, 4000) for marker in API_WORKER_DIED):
@@ -332,13 +336,13 @@ def _wait_ready(url: str, process: subprocess.Popen, log_path: Path, timeout: fl
                 f"WebUI exited with code {process.returncode} before its API answered.\n"
                 f"--- log tail ({log_path}) ---\n{log_tail(log_path)}"
             )
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                if response.status == 200 and (
-                        started_line is None or started_line in log_path.read_bytes()):
-                    return time.monotonic() - start
-        except (urllib.error.URLError, OSError):
-            pass
+        if started_line is None or started_line in log_path.read_bytes():
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    if response.status == 200:
+                        return time.monotonic() - start
+            except (urllib.error.URLError, OSError):
+                pass
         if time.monotonic() - start > timeout:
             pytest.fail(
                 f"WebUI API did not answer {url} within {timeout:.0f} s"
