@@ -166,19 +166,14 @@ def figure(columns: dict[str, np.ndarray], rows: int = 6) -> Image.Image:
 def vae_round_trip(checkpoint: Path, images: np.ndarray) -> np.ndarray:
     """Data images through the checkpoint's autoencoder (posterior mean), as A1111 does."""
     import torch
-    from safetensors.torch import load_file
 
-    from demo.train import vae_for
+    from demo.train import load_checkpoint, to_unit
 
-    vae = vae_for()
-    prefix = "first_stage_model."
-    vae.load_state_dict({k[len(prefix):]: v.float() for k, v in load_file(str(checkpoint)).items()
-                         if k.startswith(prefix)})
+    vae = load_checkpoint(checkpoint)[0]
     out = []
     with torch.no_grad():
         for i in range(0, len(images), 64):
-            x = torch.from_numpy(images[i:i + 64]).permute(0, 3, 1, 2).float() / 127.5 - 1
-            y = vae.decode(vae.encode(x)[0]).clamp(-1, 1)
+            y = vae.decode(vae.encode(to_unit(images[i:i + 64]))[0]).clamp(-1, 1)
             out.append(((y + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy())
     return np.concatenate(out)
 

@@ -138,17 +138,12 @@ def test_a_changed_weight_file_is_refused(tmp_path):
 
 @needs_weights
 def test_the_scale_factor_gives_the_training_latents_unit_spread():
-    from safetensors.torch import load_file
+    from demo.train import load_checkpoint
 
-    weights = load_file(str(MODEL / "scenes.safetensors"))
-    vae = vae_for()
-    prefix = "first_stage_model."
-    vae.load_state_dict({k[len(prefix):]: v.float() for k, v in weights.items()
-                         if k.startswith(prefix)})
-    scale = install_model.scale_factor(MODEL / "scenes.safetensors")
+    vae, _, scale = load_checkpoint(MODEL / "scenes.safetensors")
     images = to_unit(scenes.scenes(64, seed=12, size=128))  # the first training scenes
     with torch.no_grad():
-        mean, _ = vae.eval().encode(images)
+        mean, _ = vae.encode(images)
         recon = vae.decode(mean)
     assert (mean * scale).std().item() == pytest.approx(1.0, abs=0.1)
     # the autoencoder keeps the large-scale content the benchmark measures: the spread and

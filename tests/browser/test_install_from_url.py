@@ -141,8 +141,7 @@ def _generate_manual(ui: UIPage) -> str:
 
 
 def _generate_with(ui: UIPage, preset: str) -> str:
-    ui.open_accordion("txt2img")
-    ui.choose(ui.el("txt2img", "preset"), preset)
+    ui.pick_preset("txt2img", preset)
     return ui.generate("txt2img")[1]
 
 
